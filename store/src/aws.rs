@@ -1,0 +1,414 @@
+//! The AWS backend: DynamoDB for the table and S3 for blobs. The same code talks to AWS,
+//! LocalStack or moto; only `AWS_ENDPOINT_URL` differs.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use crate::blobs::Blobs;
+use crate::error::{StoreError, StoreResult};
+use crate::item::{attr, Item, Key};
+use crate::table::{Cond, Index, Query, Table, Write};
+
+pub const GSI1: &str = "gsi1";
+/// S3 multipart kicks in above this size; parts are this big.
+const MULTIPART_PART: usize = 16 * 1024 * 1024;
+
+/// Loads the standard AWS configuration (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    // Path-style works everywhere, including LocalStack and moto on one port.
+    let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(true).build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+pub struct DynamoTable {
+    client: aws_sdk_dynamodb::Client,
+    name: String,
+}
+
+impl DynamoTable {
+    pub fn new(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {
+        DynamoTable { client, name: name.into() }
+    }
+}
+
+fn to_av(item: &Item) -> StoreResult<HashMap<String, AttributeValue>> {
+    serde_dynamo::to_item(&item.0).map_err(StoreError::backend)
+}
+
+fn from_av(av: HashMap<String, AttributeValue>) -> StoreResult<Item> {
+    serde_dynamo::from_item(av).map(Item).map_err(|e| StoreError::Corrupt("dynamodb".into(), e.to_string()))
+}
+
+fn key_av(key: &Key) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (attr::PK.to_string(), AttributeValue::S(key.pk.clone())),
+        (attr::SK.to_string(), AttributeValue::S(key.sk.clone())),
+    ])
+}
+
+/// A condition as a DynamoDB expression, with its names and values.
+struct Expr {
+    text: Option<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+fn expr(cond: &Cond) -> Expr {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let text = match cond {
+        Cond::Always => None,
+        Cond::NotExists => {
+            names.insert("#ttl".into(), attr::TTL.into());
+            values.insert(":now".into(), AttributeValue::N(crate::now_secs().to_string()));
+            Some("attribute_not_exists(pk) OR (attribute_exists(#ttl) AND #ttl <= :now)".into())
+        }
+        Cond::Exists => Some("attribute_exists(pk)".into()),
+        Cond::Version(v) => {
+            names.insert("#ver".into(), attr::VER.into());
+            values.insert(":ver".into(), AttributeValue::N(v.to_string()));
+            Some("#ver = :ver".into())
+        }
+    };
+    Expr { text, names, values }
+}
+
+fn opt_map<V>(m: HashMap<String, V>) -> Option<HashMap<String, V>> {
+    (!m.is_empty()).then_some(m)
+}
+
+fn sdk_err<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_string();
+    match code.as_str() {
+        "ConditionalCheckFailedException" => StoreError::ConditionFailed,
+        "TransactionCanceledException" if format!("{e:?}").contains("ConditionalCheckFailed") => {
+            StoreError::ConditionFailed
+        }
+        _ => StoreError::backend(format!("dynamodb {code}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e))),
+    }
+}
+
+fn transact_item(w: Write, table: &str) -> StoreResult<TransactWriteItem> {
+    let b = TransactWriteItem::builder();
+    let built = match w {
+        Write::Put { item, cond } => {
+            let e = expr(&cond);
+            b.put(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(to_av(&item)?))
+                    .set_condition_expression(e.text)
+                    .set_expression_attribute_names(opt_map(e.names))
+                    .set_expression_attribute_values(opt_map(e.values))
+                    .build()
+                    .map_err(StoreError::backend)?,
+            )
+        }
+        Write::Delete { key, cond } => {
+            let e = expr(&cond);
+            b.delete(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(key_av(&key)))
+                    .set_condition_expression(e.text)
+                    .set_expression_attribute_names(opt_map(e.names))
+                    .set_expression_attribute_values(opt_map(e.values))
+                    .build()
+                    .map_err(StoreError::backend)?,
+            )
+        }
+        Write::Check { key, cond } => {
+            let e = expr(&cond);
+            b.condition_check(
+                ConditionCheck::builder()
+                    .table_name(table)
+                    .set_key(Some(key_av(&key)))
+                    .set_condition_expression(Some(e.text.unwrap_or_else(|| "attribute_exists(pk) OR attribute_not_exists(pk)".into())))
+                    .set_expression_attribute_names(opt_map(e.names))
+                    .set_expression_attribute_values(opt_map(e.values))
+                    .build()
+                    .map_err(StoreError::backend)?,
+            )
+        }
+    };
+    Ok(built.build())
+}
+
+#[async_trait]
+impl Table for DynamoTable {
+    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key_av(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let now = crate::now_secs();
+        Ok(out.item.map(from_av).transpose()?.filter(|i| !i.is_expired(now)))
+    }
+
+    async fn query(&self, q: &Query) -> StoreResult<Vec<Item>> {
+        let (pk, sk) = match q.index {
+            Index::Primary => (attr::PK, attr::SK),
+            Index::Gsi1 => (attr::GSI1PK, attr::GSI1SK),
+        };
+        let now = crate::now_secs();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .expression_attribute_names("#pk", pk)
+                .expression_attribute_values(":pk", AttributeValue::S(q.pk.clone()))
+                .set_exclusive_start_key(start.take());
+            // DynamoDB refuses an empty prefix; an empty prefix means the whole partition.
+            req = if q.sk_prefix.is_empty() {
+                req.key_condition_expression("#pk = :pk")
+            } else {
+                req.key_condition_expression("#pk = :pk AND begins_with(#sk, :sk)")
+                    .expression_attribute_names("#sk", sk)
+                    .expression_attribute_values(":sk", AttributeValue::S(q.sk_prefix.clone()))
+            };
+            if q.index == Index::Gsi1 {
+                req = req.index_name(GSI1);
+            } else {
+                req = req.consistent_read(true);
+            }
+            let page = req.send().await.map_err(sdk_err)?;
+            for av in page.items.unwrap_or_default() {
+                let item = from_av(av)?;
+                if !item.is_expired(now) {
+                    out.push(item);
+                }
+            }
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, mut writes: Vec<Write>) -> StoreResult<()> {
+        if writes.len() != 1 {
+            let items = writes.into_iter().map(|w| transact_item(w, &self.name)).collect::<StoreResult<Vec<_>>>()?;
+            self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(sdk_err)?;
+            return Ok(());
+        }
+        match writes.pop().expect("one write") {
+            Write::Put { item, cond } => {
+                let e = expr(&cond);
+                self.client
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(to_av(&item)?))
+                    .set_condition_expression(e.text)
+                    .set_expression_attribute_names(opt_map(e.names))
+                    .set_expression_attribute_values(opt_map(e.values))
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+            }
+            Write::Delete { key, cond } => {
+                let e = expr(&cond);
+                self.client
+                    .delete_item()
+                    .table_name(&self.name)
+                    .set_key(Some(key_av(&key)))
+                    .set_condition_expression(e.text)
+                    .set_expression_attribute_names(opt_map(e.names))
+                    .set_expression_attribute_values(opt_map(e.values))
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+            }
+            check @ Write::Check { .. } => {
+                let item = transact_item(check, &self.name)?;
+                self.client.transact_write_items().transact_items(item).send().await.map_err(sdk_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct S3Blobs {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Blobs {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Blobs { client, bucket: bucket.into() }
+    }
+
+    async fn put_multipart(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let up = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(s3_err)?;
+        let id = up.upload_id().unwrap_or_default().to_string();
+        let mut parts = Vec::new();
+        for (i, chunk) in data.chunks(MULTIPART_PART).enumerate() {
+            let n = i as i32 + 1;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(n)
+                .body(ByteStream::from(data.slice_ref(chunk)))
+                .send()
+                .await;
+            match part {
+                Ok(p) => parts.push(CompletedPart::builder().part_number(n).set_e_tag(p.e_tag).build()),
+                Err(e) => {
+                    let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&id).send().await;
+                    return Err(s3_err(e));
+                }
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(())
+    }
+}
+
+fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(e: aws_sdk_s3::error::SdkError<E, R>) -> StoreError {
+    StoreError::backend(format!("s3: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+}
+
+#[async_trait]
+impl Blobs for S3Blobs {
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        if data.len() > MULTIPART_PART {
+            return self.put_multipart(key, data).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(out.body.collect().await.map_err(StoreError::backend)?.into_bytes())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(s3_err(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(s3_err)?;
+        Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(format!("{}/{}", self.bucket, from))
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(s3_err)?;
+            out.extend(page.contents.unwrap_or_default().into_iter().filter_map(|o| o.key));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Creates the table (with gsi1 and TTL) and the bucket when missing. Idempotent.
+pub async fn provision(conf: &aws_config::SdkConfig, table: &str, bucket: &str) -> anyhow::Result<()> {
+    let ddb = aws_sdk_dynamodb::Client::new(conf);
+    if ddb.describe_table().table_name(table).send().await.is_err() {
+        let s = |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build();
+        let k = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build();
+        let created = ddb
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_attribute_definitions(Some(vec![s(attr::PK)?, s(attr::SK)?, s(attr::GSI1PK)?, s(attr::GSI1SK)?]))
+            .key_schema(k(attr::PK, KeyType::Hash)?)
+            .key_schema(k(attr::SK, KeyType::Range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(GSI1)
+                    .key_schema(k(attr::GSI1PK, KeyType::Hash)?)
+                    .key_schema(k(attr::GSI1SK, KeyType::Range)?)
+                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .build()?,
+            )
+            .send()
+            .await;
+        if let Err(e) = created {
+            // Another process may have created it between our describe and create.
+            if !format!("{e:?}").contains("ResourceInUse") {
+                return Err(anyhow::anyhow!("create table {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)));
+            }
+        }
+        ddb.update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attr::TTL).enabled(true).build()?)
+            .send()
+            .await
+            .ok();
+    }
+    let s3 = s3_client(conf);
+    if s3.head_bucket().bucket(bucket).send().await.is_err() {
+        if let Err(e) = s3.create_bucket().bucket(bucket).send().await {
+            let text = format!("{e:?}");
+            if !text.contains("BucketAlreadyOwnedByYou") && !text.contains("BucketAlreadyExists") {
+                return Err(anyhow::anyhow!("create bucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+            }
+        }
+    }
+    Ok(())
+}

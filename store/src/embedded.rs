@@ -1,0 +1,297 @@
+//! The embedded backend: redb for the table (ACID, one file) and plain files for blobs,
+//! written to a temporary name, fsynced and renamed so a crash never leaves a torn object.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::blobs::Blobs;
+use crate::error::{StoreError, StoreResult};
+use crate::item::{Item, Key};
+use crate::table::{Cond, Index, Query, Table, Write};
+
+/// pk \0 sk -> the item as JSON.
+const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
+/// gsi1pk \0 gsi1sk \0 pk \0 sk -> nothing; the value is looked up in ITEMS.
+const GSI1: TableDefinition<&str, ()> = TableDefinition::new("gsi1");
+
+const SEP: char = '\0';
+
+fn primary_key(k: &Key) -> String {
+    format!("{}{SEP}{}", k.pk, k.sk)
+}
+
+fn index_key(gsi: &Key, k: &Key) -> String {
+    format!("{}{SEP}{}{SEP}{}{SEP}{}", gsi.pk, gsi.sk, k.pk, k.sk)
+}
+
+fn split_primary(s: &str) -> Key {
+    let (pk, sk) = s.split_once(SEP).unwrap_or((s, ""));
+    Key::new(pk, sk)
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::backend(format!("embedded table: {e}"))
+}
+
+pub struct EmbeddedTable {
+    db: Arc<Database>,
+}
+
+impl EmbeddedTable {
+    /// Opens (or creates) the table file. Only one process may hold it at a time.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(db_err)?;
+        }
+        let db = Database::create(path).map_err(db_err)?;
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(ITEMS).map_err(db_err)?;
+        tx.open_table(GSI1).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(EmbeddedTable { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(db_err)?
+    }
+}
+
+fn decode(bytes: &[u8]) -> StoreResult<Item> {
+    serde_json::from_slice(bytes).map(Item).map_err(|e| StoreError::Corrupt("embedded".into(), e.to_string()))
+}
+
+fn read_item(items: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> StoreResult<Option<Item>> {
+    match items.get(key).map_err(db_err)? {
+        Some(v) => decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn live(item: Option<Item>, now: i64) -> Option<Item> {
+    item.filter(|i| !i.is_expired(now))
+}
+
+fn holds(cond: &Cond, current: Option<&Item>) -> bool {
+    match cond {
+        Cond::Always => true,
+        Cond::NotExists => current.is_none(),
+        Cond::Exists => current.is_some(),
+        Cond::Version(v) => current.is_some_and(|i| i.version() == *v),
+    }
+}
+
+fn write_key(w: &Write) -> StoreResult<Key> {
+    match w {
+        Write::Put { item, .. } => item.key(),
+        Write::Delete { key, .. } | Write::Check { key, .. } => Ok(key.clone()),
+    }
+}
+
+fn apply(db: &Database, writes: Vec<Write>) -> StoreResult<()> {
+    let now = crate::now_secs();
+    let tx = db.begin_write().map_err(db_err)?;
+    {
+        let mut items = tx.open_table(ITEMS).map_err(db_err)?;
+        let mut gsi = tx.open_table(GSI1).map_err(db_err)?;
+        // Check every condition before touching anything, so a failed transaction writes nothing.
+        let mut olds = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let key = write_key(w)?;
+            let old = live(read_item(&items, &primary_key(&key))?, now);
+            let cond = match w {
+                Write::Put { cond, .. } | Write::Delete { cond, .. } | Write::Check { cond, .. } => cond,
+            };
+            if !holds(cond, old.as_ref()) {
+                return Err(StoreError::ConditionFailed);
+            }
+            olds.push((key, old));
+        }
+        for (w, (key, old)) in writes.into_iter().zip(olds) {
+            let pkey = primary_key(&key);
+            if let Some(g) = old.as_ref().and_then(Item::gsi1) {
+                gsi.remove(index_key(&g, &key).as_str()).map_err(db_err)?;
+            }
+            match w {
+                Write::Put { item, .. } => {
+                    let bytes = serde_json::to_vec(&item.0).map_err(db_err)?;
+                    items.insert(pkey.as_str(), bytes.as_slice()).map_err(db_err)?;
+                    if let Some(g) = item.gsi1() {
+                        gsi.insert(index_key(&g, &key).as_str(), ()).map_err(db_err)?;
+                    }
+                }
+                Write::Delete { .. } => {
+                    items.remove(pkey.as_str()).map_err(db_err)?;
+                }
+                Write::Check { .. } => {}
+            }
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
+    let now = crate::now_secs();
+    let tx = db.begin_read().map_err(db_err)?;
+    let items = tx.open_table(ITEMS).map_err(db_err)?;
+    let start = format!("{}{SEP}{}", q.pk, q.sk_prefix);
+    let end = format!("{start}{}", char::MAX);
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    match q.index {
+        Index::Primary => {
+            for entry in items.range(start.as_str()..end.as_str()).map_err(db_err)? {
+                let (_, v) = entry.map_err(db_err)?;
+                out.extend(live(Some(decode(v.value())?), now));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Index::Gsi1 => {
+            let gsi = tx.open_table(GSI1).map_err(db_err)?;
+            for entry in gsi.range(start.as_str()..end.as_str()).map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let mut parts = k.value().splitn(3, SEP);
+                let rest = parts.nth(2).unwrap_or_default();
+                out.extend(live(read_item(&items, &primary_key(&split_primary(rest)))?, now));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Table for EmbeddedTable {
+    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
+        let k = primary_key(key);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let items = tx.open_table(ITEMS).map_err(db_err)?;
+            Ok(live(read_item(&items, &k)?, crate::now_secs()))
+        })
+        .await
+    }
+
+    async fn query(&self, query: &Query) -> StoreResult<Vec<Item>> {
+        let q = query.clone();
+        self.blocking(move |db| run_query(db, &q)).await
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> StoreResult<()> {
+        self.blocking(move |db| apply(db, writes)).await
+    }
+}
+
+/// Blobs as files under one directory.
+pub struct FileBlobs {
+    root: PathBuf,
+}
+
+impl FileBlobs {
+    pub fn open(root: &Path) -> StoreResult<Self> {
+        // A crash mid-put leaves only a temporary file behind: sweep them on start.
+        let _ = std::fs::remove_dir_all(root.join(".tmp"));
+        std::fs::create_dir_all(root.join(".tmp")).map_err(db_err)?;
+        Ok(FileBlobs { root: root.to_path_buf() })
+    }
+
+    fn path(&self, key: &str) -> StoreResult<PathBuf> {
+        let safe = !key.is_empty()
+            && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with(".tmp"))
+            && !key.contains('\\');
+        if !safe {
+            return Err(StoreError::backend(format!("invalid blob key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn write_atomically(root: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = root.join(".tmp").join(uuid::Uuid::new_v4().to_string());
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn list_under(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            list_under(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Blobs for FileBlobs {
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        let (root, path) = (self.root.clone(), self.path(key)?);
+        tokio::task::spawn_blocking(move || write_atomically(&root, &path, &data))
+            .await
+            .map_err(db_err)?
+            .map_err(db_err)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        match tokio::fs::read(self.path(key)?).await {
+            Ok(v) => Ok(Some(Bytes::from(v))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(db_err(e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        let data = self.get(from).await?.ok_or_else(|| StoreError::backend(format!("no blob {from}")))?;
+        self.put(to, data).await
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            // Walk only the deepest directory the prefix names, then filter by the rest.
+            let dir = match prefix.rfind('/') {
+                Some(i) => root.join(&prefix[..i]),
+                None => root.clone(),
+            };
+            list_under(&root, &dir, &mut out).map_err(db_err)?;
+            out.retain(|k| k.starts_with(&prefix) && !k.starts_with(".tmp"));
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(db_err)?
+    }
+}

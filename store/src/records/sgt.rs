@@ -1,0 +1,286 @@
+//! SGT secrets and models.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::training::{chunk_prefix, TrainChunk, TrainJob};
+use super::{from_item, to_item, Record};
+use crate::blobs::Blobs;
+use crate::error::{StoreError, StoreResult};
+use crate::item::Key;
+use crate::keys::part;
+use crate::table::{Cond, Query, Table, Write};
+use crate::Stores;
+
+/// A user's SGT credential. `hash` is an argon2id PHC string; the secret itself is never stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Secret {
+    pub secret_id: String,
+    pub hash: String,
+    pub doc: String,
+    /// Expiry, epoch seconds.
+    pub end_time: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub ver: u64,
+}
+
+impl Record for Secret {
+    fn key(&self) -> Key {
+        Secret::key_for(&self.secret_id)
+    }
+    fn ver(&self) -> u64 {
+        self.ver
+    }
+}
+
+impl Secret {
+    pub fn key_for(secret_id: &str) -> Key {
+        Key::new(format!("SECRET#{}", part(secret_id)), "SECRET")
+    }
+}
+
+/// The latest checkpoint of a model's weights.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub blob: String,
+    pub step: u64,
+    pub loss: f64,
+    /// Grows by one with every checkpoint; caches compare it.
+    pub version: u64,
+}
+
+/// An SGT model, owned by (owner, app_name, name).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SgtModel {
+    pub model_id: String,
+    pub owner: String,
+    pub app_name: String,
+    pub name: String,
+    pub model_type: String,
+    pub client_data: String,
+    pub in_size: u32,
+    pub out_size: u32,
+    pub is_public: bool,
+    /// Seeds the initial weights, so an untrained model answers deterministically.
+    pub seed: u64,
+    pub created_at: i64,
+    #[serde(default)]
+    pub checkpoint: Option<Checkpoint>,
+    /// Number of training-data uploads so far; a job trains until it has seen this version.
+    #[serde(default)]
+    pub data_version: u64,
+    #[serde(default)]
+    pub samples: u64,
+    #[serde(default)]
+    pub ver: u64,
+}
+
+pub const PUBLIC_INDEX: &str = "SGTPUBLIC";
+
+impl Record for SgtModel {
+    fn key(&self) -> Key {
+        SgtModel::key_for(&self.owner, &self.app_name, &self.name)
+    }
+    fn gsi1(&self) -> Option<Key> {
+        self.is_public.then(|| {
+            Key::new(PUBLIC_INDEX, format!("{}#{}#{}", part(&self.owner), part(&self.app_name), part(&self.name)))
+        })
+    }
+    fn ver(&self) -> u64 {
+        self.ver
+    }
+}
+
+impl SgtModel {
+    pub fn key_for(owner: &str, app_name: &str, name: &str) -> Key {
+        Key::new(format!("USER#{}", part(owner)), format!("SGTMODEL#{}#{}", part(app_name), part(name)))
+    }
+
+    /// Where this model's blobs live; deleting the prefix deletes them all.
+    pub fn blob_prefix(&self) -> String {
+        format!("sgt/{}/", self.model_id)
+    }
+}
+
+/// How many times an optimistic update is retried before giving up.
+const CAS_RETRIES: usize = 32;
+
+/// SGT records and their access patterns.
+#[derive(Clone)]
+pub struct SgtRepo {
+    pub table: Arc<dyn Table>,
+    pub blobs: Arc<dyn Blobs>,
+}
+
+/// Why appending training data failed.
+#[derive(Debug)]
+pub enum AppendError {
+    NoModel,
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        AppendError::Store(e)
+    }
+}
+
+impl SgtRepo {
+    pub fn new(stores: &Stores) -> Self {
+        SgtRepo { table: stores.table.clone(), blobs: stores.blobs.clone() }
+    }
+
+    pub async fn get<R: Record>(&self, key: &Key) -> StoreResult<Option<R>> {
+        self.table.get(key).await?.map(from_item).transpose()
+    }
+
+    pub async fn get_secret(&self, secret_id: &str) -> StoreResult<Option<Secret>> {
+        self.get(&Secret::key_for(secret_id)).await
+    }
+
+    /// Creates or replaces a secret.
+    pub async fn put_secret(&self, secret: &Secret) -> StoreResult<()> {
+        self.table.put(to_item(secret)?, Cond::Always).await
+    }
+
+    pub async fn get_model(&self, owner: &str, app_name: &str, name: &str) -> StoreResult<Option<SgtModel>> {
+        self.get(&SgtModel::key_for(owner, app_name, name)).await
+    }
+
+    /// Creates a model; `ConditionFailed` when (owner, app_name, name) is taken.
+    pub async fn create_model(&self, model: &SgtModel) -> StoreResult<()> {
+        self.table.put(to_item(model)?, Cond::NotExists).await
+    }
+
+    pub async fn list_models(&self, owner: &str) -> StoreResult<Vec<SgtModel>> {
+        let q = Query::primary(format!("USER#{}", part(owner)), "SGTMODEL#");
+        self.table.query(&q).await?.into_iter().map(from_item).collect()
+    }
+
+    pub async fn list_public_models(&self) -> StoreResult<Vec<SgtModel>> {
+        let q = Query::gsi1(PUBLIC_INDEX, "");
+        self.table.query(&q).await?.into_iter().map(from_item).collect()
+    }
+
+    /// Read-modify-write with optimistic concurrency. `None` when the model does not exist.
+    pub async fn update_model(
+        &self,
+        key: &Key,
+        mut change: impl FnMut(&mut SgtModel),
+    ) -> StoreResult<Option<SgtModel>> {
+        for _ in 0..CAS_RETRIES {
+            let Some(mut model) = self.get::<SgtModel>(key).await? else { return Ok(None) };
+            let expected = model.ver;
+            change(&mut model);
+            model.ver = expected + 1;
+            match self.table.put(to_item(&model)?, Cond::Version(expected)).await {
+                Ok(()) => return Ok(Some(model)),
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::backend("too much contention updating a model"))
+    }
+
+    /// Deletes a model, its job, its training data and its blobs. The record and job go in one
+    /// transaction; the rest is keyed by the dead model id, so a crash half-way leaves only
+    /// unreachable leftovers, never a half-deleted visible model.
+    pub async fn delete_model(&self, owner: &str, app_name: &str, name: &str) -> StoreResult<Option<SgtModel>> {
+        let key = SgtModel::key_for(owner, app_name, name);
+        let Some(model) = self.get::<SgtModel>(&key).await? else { return Ok(None) };
+        let writes = vec![
+            Write::Delete { key, cond: Cond::Version(model.ver) },
+            Write::Delete { key: TrainJob::key_for(&model.model_id), cond: Cond::Always },
+        ];
+        match self.table.write(writes).await {
+            Ok(()) => {}
+            // Changed or deleted under us: let the caller see the current state.
+            Err(StoreError::ConditionFailed) => return Box::pin(self.delete_model(owner, app_name, name)).await,
+            Err(e) => return Err(e),
+        }
+        self.purge_model_data(&model.model_id).await?;
+        Ok(Some(model))
+    }
+
+    async fn purge_model_data(&self, model_id: &str) -> StoreResult<()> {
+        for chunk in self.table.query(&Query::primary(chunk_prefix(model_id), "CHUNK#")).await? {
+            self.table.delete(chunk.key()?, Cond::Always).await?;
+        }
+        for blob in self.blobs.list(&format!("sgt/{model_id}/")).await? {
+            self.blobs.delete(&blob).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a batch of training samples (`rows` samples as little-endian f32, inputs then
+    /// labels) and queues training. The blob is written first and the records that reference
+    /// it after, in one transaction, so a crash never leaves a record without its data.
+    pub async fn append_train_data(
+        &self,
+        owner: &str,
+        app_name: &str,
+        name: &str,
+        rows: u64,
+        data: bytes::Bytes,
+    ) -> Result<SgtModel, AppendError> {
+        let key = SgtModel::key_for(owner, app_name, name);
+        let Some(first) = self.get::<SgtModel>(&key).await? else { return Err(AppendError::NoModel) };
+        let blob = format!("{}data/{}.f32", first.blob_prefix(), uuid::Uuid::new_v4());
+        self.blobs.put(&blob, data).await?;
+        for _ in 0..CAS_RETRIES {
+            let Some(mut model) = self.get::<SgtModel>(&key).await? else { break };
+            if model.model_id != first.model_id {
+                break; // deleted and re-created meanwhile: this data belonged to the old one
+            }
+            let expected = model.ver;
+            model.data_version += 1;
+            model.samples += rows;
+            model.ver += 1;
+            let chunk = TrainChunk { model_id: model.model_id.clone(), seq: model.data_version, blob: blob.clone(), rows, ver: 0 };
+            let job = self.get::<TrainJob>(&TrainJob::key_for(&model.model_id)).await?;
+            let job_write = TrainJob::queued(job, &model);
+            let writes = vec![
+                Write::Put { item: to_item(&model)?, cond: Cond::Version(expected) },
+                Write::Put { item: to_item(&chunk)?, cond: Cond::NotExists },
+                job_write,
+            ];
+            match self.table.write(writes).await {
+                Ok(()) => return Ok(model),
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.blobs.delete(&blob).await.ok();
+        Err(AppendError::NoModel)
+    }
+
+    /// Copies `source` (weights and fields) to `new_name` under `owner`. `ConditionFailed` when
+    /// the target name is taken.
+    pub async fn clone_model(&self, source: &SgtModel, owner: &str, new_name: &str, model_id: String) -> StoreResult<SgtModel> {
+        let mut copy = source.clone();
+        copy.model_id = model_id;
+        copy.owner = owner.to_string();
+        copy.name = new_name.to_string();
+        copy.created_at = crate::now_secs();
+        copy.data_version = 0;
+        copy.samples = 0;
+        copy.ver = 0;
+        if self.table.get(&copy.key()).await?.is_some() {
+            return Err(StoreError::ConditionFailed);
+        }
+        if let Some(ck) = &source.checkpoint {
+            let blob = format!("{}ckpt/{}.safetensors", copy.blob_prefix(), uuid::Uuid::new_v4());
+            self.blobs.copy(&ck.blob, &blob).await?;
+            copy.checkpoint = Some(Checkpoint { blob, ..ck.clone() });
+        }
+        if let Err(e) = self.create_model(&copy).await {
+            if let Some(ck) = &copy.checkpoint {
+                self.blobs.delete(&ck.blob).await.ok();
+            }
+            return Err(e);
+        }
+        Ok(copy)
+    }
+}

@@ -1,0 +1,212 @@
+//! One contract, two backends: every test here runs against the embedded store and against
+//! the LocalStack-compatible endpoint named by `AWS_ENDPOINT_URL` (started by `localstack/up`).
+
+use bytes::Bytes;
+use maas_store::aws;
+use maas_store::item::Item;
+use maas_store::{Cond, Key, Query, StoreConfig, StoreError, Stores, Write};
+use serde_json::json;
+
+struct Backend {
+    stores: Stores,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(&StoreConfig::Embedded { dir: dir.path().to_path_buf() }).await.unwrap();
+    Backend { stores, _dir: Some(dir) }
+}
+
+/// A fresh table and bucket on the local AWS endpoint. The AWS half of the contract is not
+/// optional: without an endpoint these tests fail and say how to start one.
+async fn aws_backend() -> Backend {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "AWS_ENDPOINT_URL is not set: run `eval \"$(localstack/up)\"` first"
+    );
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (table, bucket) = (format!("contract-{id}"), format!("contract-{}", &id[..20]));
+    let conf = aws::sdk_config().await;
+    aws::provision(&conf, &table, &bucket).await.unwrap();
+    let stores = Stores::open(&StoreConfig::Aws { table, bucket }).await.unwrap();
+    Backend { stores, _dir: None }
+}
+
+fn item(pk: &str, sk: &str, ver: u64, extra: serde_json::Value) -> Item {
+    let mut map = extra.as_object().cloned().unwrap_or_default();
+    map.insert("pk".into(), pk.into());
+    map.insert("sk".into(), sk.into());
+    map.insert("ver".into(), ver.into());
+    Item(map)
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded_backend { $( #[tokio::test] async fn $name() { super::$name(super::embedded().await).await } )* }
+        mod aws_backend { $( #[tokio::test] async fn $name() { super::$name(super::aws_backend().await).await } )* }
+    };
+}
+
+on_both_backends!(
+    a_put_item_reads_back_with_its_attributes,
+    not_exists_lets_exactly_one_of_eight_concurrent_writers_win,
+    version_conditions_reject_stale_writers,
+    a_failed_transaction_writes_nothing,
+    queries_walk_one_partition_by_sort_key_prefix,
+    the_index_holds_only_items_with_index_keys,
+    expired_items_are_invisible_and_count_as_absent,
+    deletes_honour_their_conditions,
+    blobs_round_trip_copy_list_and_delete,
+    large_blobs_survive_multipart_upload,
+);
+
+async fn a_put_item_reads_back_with_its_attributes(b: Backend) {
+    let t = &b.stores.table;
+    let it = item("P#1", "S#1", 3, json!({"name": "x", "n": 42, "f": 0.5, "flag": true, "list": [1, 2], "nested": {"a": "b"}}));
+    t.put(it.clone(), Cond::Always).await.unwrap();
+    let got = t.get(&Key::new("P#1", "S#1")).await.unwrap().unwrap();
+    assert_eq!(got.version(), 3);
+    for k in ["name", "flag", "list", "nested"] {
+        assert_eq!(got.0[k], it.0[k], "attribute {k}");
+    }
+    assert_eq!(got.0["n"].as_f64(), Some(42.0));
+    assert_eq!(got.0["f"].as_f64(), Some(0.5));
+    assert!(t.get(&Key::new("P#1", "S#2")).await.unwrap().is_none());
+}
+
+async fn not_exists_lets_exactly_one_of_eight_concurrent_writers_win(b: Backend) {
+    let t = b.stores.table.clone();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move { t.put(item("RACE", "X", 0, json!({"writer": i})), Cond::NotExists).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::ConditionFailed) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn version_conditions_reject_stale_writers(b: Backend) {
+    let t = &b.stores.table;
+    t.put(item("V", "1", 1, json!({})), Cond::NotExists).await.unwrap();
+    t.put(item("V", "1", 2, json!({"a": 1})), Cond::Version(1)).await.unwrap();
+    let stale = t.put(item("V", "1", 2, json!({"a": 2})), Cond::Version(1)).await;
+    assert!(matches!(stale, Err(StoreError::ConditionFailed)));
+    let missing = t.put(item("V", "2", 1, json!({})), Cond::Version(0)).await;
+    assert!(matches!(missing, Err(StoreError::ConditionFailed)));
+    assert_eq!(t.get(&Key::new("V", "1")).await.unwrap().unwrap().0["a"], json!(1));
+}
+
+async fn a_failed_transaction_writes_nothing(b: Backend) {
+    let t = &b.stores.table;
+    t.put(item("TX", "existing", 1, json!({"keep": true})), Cond::Always).await.unwrap();
+    let writes = vec![
+        Write::Put { item: item("TX", "new", 0, json!({})), cond: Cond::NotExists },
+        Write::Delete { key: Key::new("TX", "existing"), cond: Cond::Always },
+        Write::Check { key: Key::new("TX", "absent"), cond: Cond::Exists },
+    ];
+    assert!(matches!(t.write(writes).await, Err(StoreError::ConditionFailed)));
+    assert!(t.get(&Key::new("TX", "new")).await.unwrap().is_none());
+    assert!(t.get(&Key::new("TX", "existing")).await.unwrap().is_some());
+    let ok = vec![
+        Write::Put { item: item("TX", "new", 0, json!({})), cond: Cond::NotExists },
+        Write::Delete { key: Key::new("TX", "existing"), cond: Cond::Version(1) },
+    ];
+    t.write(ok).await.unwrap();
+    assert!(t.get(&Key::new("TX", "new")).await.unwrap().is_some());
+    assert!(t.get(&Key::new("TX", "existing")).await.unwrap().is_none());
+}
+
+async fn queries_walk_one_partition_by_sort_key_prefix(b: Backend) {
+    let t = &b.stores.table;
+    for sk in ["A#2", "A#1", "B#1", "A#10"] {
+        t.put(item("Q", sk, 0, json!({})), Cond::Always).await.unwrap();
+    }
+    assert_eq!(t.query(&Query::primary("Q", "")).await.unwrap().len(), 4, "an empty prefix is the whole partition");
+    t.put(item("Q2", "A#3", 0, json!({})), Cond::Always).await.unwrap();
+    let got: Vec<String> = t
+        .query(&Query::primary("Q", "A#"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.key().unwrap().sk)
+        .collect();
+    assert_eq!(got, ["A#1", "A#10", "A#2"]);
+    let mut limited = Query::primary("Q", "");
+    limited.limit = Some(2);
+    assert_eq!(t.query(&limited).await.unwrap().len(), 2);
+}
+
+async fn the_index_holds_only_items_with_index_keys(b: Backend) {
+    let t = &b.stores.table;
+    t.put(item("I", "1", 0, json!({"gsi1pk": "PUB", "gsi1sk": "b"})), Cond::Always).await.unwrap();
+    t.put(item("I", "2", 0, json!({"gsi1pk": "PUB", "gsi1sk": "a"})), Cond::Always).await.unwrap();
+    t.put(item("I", "3", 0, json!({})), Cond::Always).await.unwrap();
+    let sks = |items: Vec<Item>| items.iter().map(|i| i.key().unwrap().sk).collect::<Vec<_>>();
+    assert_eq!(sks(t.query(&Query::gsi1("PUB", "")).await.unwrap()), ["2", "1"]);
+    // Dropping the index keys removes the item from the index.
+    t.put(item("I", "2", 1, json!({})), Cond::Always).await.unwrap();
+    assert_eq!(sks(t.query(&Query::gsi1("PUB", "")).await.unwrap()), ["1"]);
+    t.delete(Key::new("I", "1"), Cond::Always).await.unwrap();
+    assert!(t.query(&Query::gsi1("PUB", "")).await.unwrap().is_empty());
+}
+
+async fn expired_items_are_invisible_and_count_as_absent(b: Backend) {
+    let t = &b.stores.table;
+    let past = maas_store::now_secs() - 10;
+    t.put(item("T", "old", 0, json!({"ttl": past})), Cond::Always).await.unwrap();
+    assert!(t.get(&Key::new("T", "old")).await.unwrap().is_none());
+    assert!(t.query(&Query::primary("T", "")).await.unwrap().is_empty());
+    t.put(item("T", "old", 0, json!({"ttl": past + 3600})), Cond::NotExists).await.unwrap();
+    assert!(t.get(&Key::new("T", "old")).await.unwrap().is_some());
+}
+
+async fn deletes_honour_their_conditions(b: Backend) {
+    let t = &b.stores.table;
+    t.put(item("D", "1", 5, json!({})), Cond::Always).await.unwrap();
+    assert!(matches!(t.delete(Key::new("D", "1"), Cond::Version(4)).await, Err(StoreError::ConditionFailed)));
+    assert!(matches!(t.delete(Key::new("D", "2"), Cond::Exists).await, Err(StoreError::ConditionFailed)));
+    t.delete(Key::new("D", "1"), Cond::Version(5)).await.unwrap();
+    assert!(t.get(&Key::new("D", "1")).await.unwrap().is_none());
+    t.delete(Key::new("D", "1"), Cond::Always).await.unwrap();
+}
+
+async fn blobs_round_trip_copy_list_and_delete(b: Backend) {
+    let s = &b.stores.blobs;
+    s.put("m/1/a.bin", Bytes::from_static(b"hello")).await.unwrap();
+    s.put("m/1/b.bin", Bytes::from_static(b"")).await.unwrap();
+    s.put("m/2/a.bin", Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(s.get("m/1/a.bin").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+    assert!(s.get("m/1/none").await.unwrap().is_none());
+    s.copy("m/1/a.bin", "m/3/c.bin").await.unwrap();
+    assert_eq!(s.get("m/3/c.bin").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+    assert_eq!(s.list("m/1/").await.unwrap(), ["m/1/a.bin", "m/1/b.bin"]);
+    s.put("m/1/a.bin", Bytes::from_static(b"replaced")).await.unwrap();
+    assert_eq!(s.get("m/1/a.bin").await.unwrap().unwrap(), Bytes::from_static(b"replaced"));
+    s.delete("m/1/a.bin").await.unwrap();
+    s.delete("m/1/a.bin").await.unwrap();
+    assert_eq!(s.list("m/1/").await.unwrap(), ["m/1/b.bin"]);
+}
+
+async fn large_blobs_survive_multipart_upload(b: Backend) {
+    let data: Vec<u8> = (0..(40 * 1024 * 1024 + 123)).map(|i: usize| (i * 31 % 251) as u8).collect();
+    let data = Bytes::from(data);
+    b.stores.blobs.put("big/object", data.clone()).await.unwrap();
+    assert_eq!(b.stores.blobs.get("big/object").await.unwrap().unwrap(), data);
+}
+
+#[tokio::test]
+async fn blob_keys_that_escape_the_store_are_refused() {
+    let b = embedded().await;
+    for key in ["../x", "a/../../x", "/etc/passwd", "", "a//b", ".tmp/x"] {
+        assert!(b.stores.blobs.put(key, Bytes::from_static(b"x")).await.is_err(), "{key}");
+    }
+}
