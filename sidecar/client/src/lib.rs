@@ -1,0 +1,80 @@
+//! The sidecar's wire types and a typed client. The API functions depend on this crate only,
+//! never on candle.
+
+pub mod wire;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use wire::{CheckpointRef, ModelRef, RunHeader, MODEL_TYPES, SECRET_HEADER};
+
+#[derive(Debug, Error)]
+pub enum SidecarError {
+    /// The sidecar's queue is full; try again later.
+    #[error("sidecar busy")]
+    Busy,
+    /// The sidecar refused the request as malformed (a bug on our side, never user input).
+    #[error("sidecar rejected the request: {0}")]
+    Rejected(String),
+    /// The sidecar could not be reached or failed.
+    #[error("sidecar unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A client for one sidecar, cheap to clone.
+#[derive(Clone)]
+pub struct SidecarClient {
+    base: String,
+    secret: String,
+    http: reqwest::Client,
+}
+
+impl SidecarClient {
+    pub fn new(base_url: &str, secret: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("reqwest client builds");
+        SidecarClient { base: base_url.trim_end_matches('/').to_string(), secret: secret.to_string(), http }
+    }
+
+    pub async fn health(&self) -> Result<(), SidecarError> {
+        let res = self.http.get(format!("{}/health", self.base)).send().await.map_err(unavailable)?;
+        check(res).await.map(drop)
+    }
+
+    /// Runs `rows` (row-major, `model.in_size` values each) through the model; returns
+    /// row-major outputs, `model.out_size` values each.
+    pub async fn run(&self, model: &ModelRef, rows: &[f32]) -> Result<Vec<f32>, SidecarError> {
+        let n_rows = rows.len() / model.in_size.max(1) as usize;
+        let body = wire::encode_run(&RunHeader { model: model.clone(), rows: n_rows as u32 }, rows);
+        let res = self
+            .http
+            .post(format!("{}/v1/sgt/run", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let bytes = check(res).await?;
+        wire::decode_f32(&bytes).map_err(SidecarError::Unavailable)
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> SidecarError {
+    SidecarError::Unavailable(e.to_string())
+}
+
+async fn check(res: reqwest::Response) -> Result<bytes::Bytes, SidecarError> {
+    let status = res.status();
+    let body = res.bytes().await.map_err(unavailable)?;
+    match status.as_u16() {
+        200 => Ok(body),
+        429 | 503 => Err(SidecarError::Busy),
+        400 | 401 | 404 | 413 => Err(SidecarError::Rejected(String::from_utf8_lossy(&body).into_owned())),
+        _ => Err(SidecarError::Unavailable(format!("status {status}"))),
+    }
+}

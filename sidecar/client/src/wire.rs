@@ -1,0 +1,105 @@
+//! What travels between the API functions and the sidecar.
+//!
+//! A run request is binary, because SGT clients send 1024 x 2048 numbers: a little-endian u32
+//! header length, the JSON [`RunHeader`], then the rows as little-endian f32. The response is
+//! the outputs as little-endian f32.
+
+use serde::{Deserialize, Serialize};
+
+/// The model types the platform serves; the first is the default.
+pub const MODEL_TYPES: &[&str] = &["std"];
+
+/// Header carrying the shared secret on every sidecar request but `/health`.
+pub const SECRET_HEADER: &str = "x-maas-sidecar-secret";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointRef {
+    pub blob: String,
+    pub version: u64,
+}
+
+/// Everything the sidecar needs to find or build a model's weights.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelRef {
+    pub model_id: String,
+    pub model_type: String,
+    pub in_size: u32,
+    pub out_size: u32,
+    pub seed: u64,
+    pub checkpoint: Option<CheckpointRef>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunHeader {
+    pub model: ModelRef,
+    pub rows: u32,
+}
+
+pub fn encode_run(header: &RunHeader, rows: &[f32]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("header serialises");
+    let mut out = Vec::with_capacity(4 + json.len() + rows.len() * 4);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend(rows.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+/// Splits a run request into its header and rows, checking that the sizes agree.
+pub fn decode_run(body: &[u8]) -> Result<(RunHeader, Vec<f32>), String> {
+    let len_bytes: [u8; 4] = body.get(..4).and_then(|b| b.try_into().ok()).ok_or("truncated header length")?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let json = body.get(4..4 + len).ok_or("truncated header")?;
+    let header: RunHeader = serde_json::from_slice(json).map_err(|e| format!("bad header: {e}"))?;
+    let rows = decode_f32(&body[4 + len..])?;
+    let expected = header.rows as usize * header.model.in_size as usize;
+    if rows.len() != expected {
+        return Err(format!("expected {expected} values, got {}", rows.len()));
+    }
+    Ok((header, rows))
+}
+
+pub fn encode_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn decode_f32(bytes: &[u8]) -> Result<Vec<f32>, String> {
+    if bytes.len() % 4 != 0 {
+        return Err("f32 payload is not a multiple of 4 bytes".into());
+    }
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(rows: u32) -> RunHeader {
+        RunHeader {
+            model: ModelRef {
+                model_id: "m".into(),
+                model_type: "std".into(),
+                in_size: 3,
+                out_size: 1,
+                seed: 7,
+                checkpoint: Some(CheckpointRef { blob: "b".into(), version: 2 }),
+            },
+            rows,
+        }
+    }
+
+    #[test]
+    fn a_run_request_round_trips() {
+        let rows = [1.0, -2.5, 3.25, 0.0, f32::MIN_POSITIVE, 1e30];
+        let (h, r) = decode_run(&encode_run(&header(2), &rows)).unwrap();
+        assert_eq!(h, header(2));
+        assert_eq!(r, rows);
+    }
+
+    #[test]
+    fn mismatched_or_truncated_requests_are_refused() {
+        assert!(decode_run(&encode_run(&header(3), &[1.0; 6])).is_err());
+        assert!(decode_run(&[1, 0]).is_err());
+        assert!(decode_run(&[200, 0, 0, 0, b'{']).is_err());
+        assert!(decode_f32(&[0, 0, 0]).is_err());
+    }
+}

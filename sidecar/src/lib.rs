@@ -1,0 +1,92 @@
+//! The maas sidecar: SGT ensembles trained and served with candle, behind a small hyper server.
+//! `maas` runs it in-process; in AWS it runs as a long-lived service next to the Lambdas.
+
+pub mod cache;
+pub mod ensemble;
+pub mod server;
+pub mod train;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use candle_core::Device;
+use maas_store::records::sgt::SgtRepo;
+use maas_store::Stores;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use worker::WorkerConfig;
+
+#[derive(Clone, Debug)]
+pub struct SidecarConfig {
+    /// The shared secret every API function presents.
+    pub secret: String,
+    /// Run requests admitted at once (queued + computing); more get 429.
+    pub queue: usize,
+    /// Run requests computing at once.
+    pub compute: usize,
+    /// Training jobs this sidecar works on at once.
+    pub trainers: usize,
+    /// Inference networks kept in memory.
+    pub cache_models: usize,
+    pub worker: WorkerConfig,
+}
+
+impl SidecarConfig {
+    pub fn new(secret: impl Into<String>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        SidecarConfig { secret: secret.into(), queue: 256, compute: cores, trainers: 1, cache_models: 256, worker: WorkerConfig::default() }
+    }
+}
+
+/// The compute device: the first CUDA GPU when built with `--features cuda` and one is present.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// A running sidecar. Dropping it does not stop it; abort the tasks to do that.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sidecar {
+    /// Serves on `listener` and starts the training workers.
+    pub async fn start(stores: &Stores, listener: TcpListener, cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
+        let device = device();
+        let cache = Arc::new(cache::ModelCache::new(cfg.cache_models, device.clone()));
+        let state = Arc::new(server::ServerState {
+            secret: cfg.secret.clone(),
+            cache: cache.clone(),
+            blobs: stores.blobs.clone(),
+            device: device.clone(),
+            admitted: Arc::new(Semaphore::new(cfg.queue)),
+            compute: Arc::new(Semaphore::new(cfg.compute.max(1))),
+        });
+        let addr = listener.local_addr()?;
+        let mut tasks = vec![tokio::spawn(server::serve(listener, state))];
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        for i in 0..cfg.trainers {
+            let w = worker::Worker {
+                id: format!("sidecar-{}-{i}", &instance[..12]),
+                repo: SgtRepo::new(stores),
+                cache: cache.clone(),
+                device: device.clone(),
+                cfg: cfg.worker.clone(),
+            };
+            tasks.push(tokio::spawn(w.run()));
+        }
+        Ok(Sidecar { addr, tasks })
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

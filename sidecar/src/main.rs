@@ -1,0 +1,46 @@
+//! The standalone sidecar, for deployments where the API runs as Lambdas.
+
+use clap::Parser;
+use maas_store::{StoreConfig, Stores};
+
+#[derive(Parser)]
+#[command(about = "maas sidecar: SGT training and inference")]
+struct Args {
+    #[arg(long, env = "MAAS_SIDECAR_ADDR", default_value = "127.0.0.1:9090")]
+    addr: String,
+    #[arg(long, env = "MAAS_STORE", default_value = "aws", value_parser = ["aws", "embedded"])]
+    store: String,
+    #[arg(long, env = "MAAS_DATA_DIR", default_value = "./.maas")]
+    data_dir: std::path::PathBuf,
+    #[arg(long, env = "MAAS_TABLE", default_value = "maas")]
+    table: String,
+    #[arg(long, env = "MAAS_BUCKET", default_value = "maas-blobs")]
+    bucket: String,
+    /// Shared secret the API functions present.
+    #[arg(long, env = "MAAS_SIDECAR_SECRET", hide_env_values = true)]
+    secret: String,
+    #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+    #[arg(long, env = "MAAS_TRAINERS", default_value_t = 1)]
+    trainers: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let args = Args::parse();
+    let store = match args.store.as_str() {
+        "embedded" => StoreConfig::Embedded { dir: args.data_dir },
+        _ => StoreConfig::Aws { table: args.table, bucket: args.bucket },
+    };
+    let stores = Stores::open(&store).await?;
+    let mut cfg = maas_sidecar::SidecarConfig::new(args.secret);
+    cfg.worker.lease = std::time::Duration::from_secs(args.lease_secs);
+    cfg.trainers = args.trainers;
+    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+    let sidecar = maas_sidecar::Sidecar::start(&stores, listener, cfg).await?;
+    tracing::info!(addr = %sidecar.addr, "sidecar listening");
+    tokio::signal::ctrl_c().await?;
+    sidecar.stop();
+    Ok(())
+}
