@@ -1,0 +1,86 @@
+//! Secrets: hashed with argon2id at rest, verified in constant time, and remembered per
+//! process for a short while so a hot client does not pay argon2 on every request.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+
+/// OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane. See BENCHMARKS.md for its cost here.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 params");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// The PHC string to store for `secret`.
+pub fn hash_secret(secret: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2().hash_password(secret.as_bytes(), &salt).expect("argon2 hashing cannot fail with valid params").to_string()
+}
+
+fn verify_hash(secret: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(secret.as_bytes(), &h).is_ok())
+}
+
+/// How long a successful verification is remembered.
+const REMEMBER: Duration = Duration::from_secs(300);
+
+pub struct SecretVerifier {
+    /// SHA-256 of (id, secret, stored hash) -> when it was verified. Including the stored hash
+    /// means a rotated secret can never match an old entry.
+    verified: Mutex<LruCache<[u8; 32], Instant>>,
+}
+
+impl Default for SecretVerifier {
+    fn default() -> Self {
+        SecretVerifier { verified: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))) }
+    }
+}
+
+impl SecretVerifier {
+    /// True when `secret` matches the stored `phc` hash.
+    pub async fn verify(&self, id: &str, secret: &str, phc: &str) -> bool {
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(id.as_bytes())
+            .chain_update([0])
+            .chain_update(secret.as_bytes())
+            .chain_update([0])
+            .chain_update(phc.as_bytes())
+            .finalize()
+            .into();
+        if self.verified.lock().expect("lock").get(&digest).is_some_and(|t| t.elapsed() < REMEMBER) {
+            return true;
+        }
+        let (secret, phc) = (secret.to_string(), phc.to_string());
+        let ok = tokio::task::spawn_blocking(move || verify_hash(&secret, &phc)).await.unwrap_or(false);
+        if ok {
+            self.verified.lock().expect("lock").put(digest, Instant::now());
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_right_secret_verifies_and_the_hash_hides_it() {
+        let phc = hash_secret("s3cret-value");
+        assert!(phc.starts_with("$argon2id$") && !phc.contains("s3cret-value"));
+        let v = SecretVerifier::default();
+        assert!(v.verify("id", "s3cret-value", &phc).await);
+        assert!(v.verify("id", "s3cret-value", &phc).await, "cached path agrees");
+        assert!(!v.verify("id", "s3cret-valuE", &phc).await);
+        assert!(!v.verify("id", "", &phc).await);
+        assert!(!v.verify("id", "s3cret-value", "not a phc string").await);
+        // A rotated secret invalidates what was remembered about the old one.
+        let rotated = hash_secret("new-value");
+        assert!(!v.verify("id", "s3cret-value", &rotated).await);
+    }
+}

@@ -1,0 +1,191 @@
+//! Shared HTTP machinery: the SGT error envelope, JSON bodies parsed with clear errors, and
+//! the layers every router gets (request ids, tracing, body limit, panic catching).
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The SGT exceptions, each with the name the SGT documentation uses.
+#[derive(Debug, thiserror::Error)]
+pub enum SgtError {
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    CreateModel(String),
+    #[error("{0}")]
+    FindModel(String),
+    #[error("{0}")]
+    CloneModel(String),
+    #[error("{0}")]
+    Run(String),
+    #[error("{0}")]
+    Upload(String),
+    /// The body is not valid JSON or lacks / mistypes a field.
+    #[error("{0}")]
+    Validation(String),
+    /// Anything unexpected. Its detail is logged, never returned.
+    #[error("internal exception")]
+    Internal,
+}
+
+impl SgtError {
+    /// The exception name in the response, from the one table of names.
+    pub fn exception(&self) -> &'static str {
+        match self {
+            SgtError::Auth(_) => "AuthException",
+            SgtError::CreateModel(_) => "CreateWeightsNetException",
+            SgtError::FindModel(_) => "FindModelException",
+            SgtError::CloneModel(_) => "CloneWeightsNetToMineException",
+            SgtError::Run(_) => "RunWeightsNetException",
+            SgtError::Upload(_) => "UploadDataException",
+            SgtError::Validation(_) => "ValidationException",
+            SgtError::Internal => "InternalException",
+        }
+    }
+
+    /// Logs an unexpected failure and turns it into the opaque internal exception.
+    pub fn internal(e: impl std::fmt::Display) -> SgtError {
+        tracing::error!(error = %e, "internal error");
+        SgtError::Internal
+    }
+}
+
+impl From<maas_store::StoreError> for SgtError {
+    fn from(e: maas_store::StoreError) -> Self {
+        SgtError::internal(e)
+    }
+}
+
+#[derive(Serialize)]
+struct SgtFailure<'a> {
+    exception: &'a str,
+    message: String,
+}
+
+/// Every SGT failure is HTTP 400 with `{"exception", "message"}`, as documented.
+impl IntoResponse for SgtError {
+    fn into_response(self) -> Response {
+        let body = SgtFailure { exception: self.exception(), message: self.to_string() };
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    }
+}
+
+/// A JSON request body whose problems become [`SgtError::Validation`] with a message that
+/// names the field, instead of axum's plain-text rejections.
+pub struct SgtJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for SgtJson<T> {
+    type Rejection = SgtError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, SgtError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                SgtError::Validation("request body is too large".into())
+            } else {
+                SgtError::Validation("cannot read request body".into())
+            }
+        })?;
+        parse_json(&bytes).map(SgtJson)
+    }
+}
+
+/// Parses JSON, describing what is wrong in terms a client can act on.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SgtError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(SgtError::Validation("request body is empty; expected a JSON object".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed JSON",
+            _ => "invalid request",
+        };
+        SgtError::Validation(format!("{what}: {e}"))
+    })
+}
+
+/// A successful SGT answer: the raw JSON result with status 200.
+pub fn ok<T: Serialize>(value: T) -> Response {
+    axum::Json(value).into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    SgtError::Internal.into_response()
+}
+
+/// The layers every SGT router gets. The body limit is enforced by the body extractor.
+pub fn sgt_layers<S: Clone + Send + Sync + 'static>(router: Router<S>, body_limit: usize) -> Router<S> {
+    router
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+}
+
+/// Request ids and tracing, outermost, for every router.
+pub fn common_layers(router: Router) -> Router {
+    router
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        size: u32,
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        let msg = |b: &[u8]| parse_json::<Body>(b).unwrap_err().to_string();
+        assert!(msg(b"").contains("empty"));
+        assert!(msg(b"{\"name\":").starts_with("malformed JSON"));
+        assert!(msg(b"{\"name\":\"a\"}").contains("missing field `size`"));
+        assert!(msg(b"{\"name\":\"a\",\"size\":\"3\"}").contains("invalid type"));
+        assert!(msg(b"{\"name\":\"a\",\"size\":-1}").contains("invalid value"));
+        assert!(parse_json::<Body>(b" {\"name\":\"a\",\"size\":3} ").is_ok());
+    }
+
+    #[test]
+    fn every_exception_has_its_documented_name() {
+        let names: Vec<_> = [
+            SgtError::Auth(String::new()),
+            SgtError::CreateModel(String::new()),
+            SgtError::FindModel(String::new()),
+            SgtError::CloneModel(String::new()),
+            SgtError::Run(String::new()),
+            SgtError::Upload(String::new()),
+        ]
+        .iter()
+        .map(SgtError::exception)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "AuthException",
+                "CreateWeightsNetException",
+                "FindModelException",
+                "CloneWeightsNetToMineException",
+                "RunWeightsNetException",
+                "UploadDataException"
+            ]
+        );
+        assert_eq!(SgtError::Internal.to_string(), "internal exception");
+    }
+}

@@ -1,0 +1,14 @@
+//! The maas API. Every endpoint is declared once in [`routes::ROUTES`]; from that table come
+//! the local gateway's router, one Lambda binary per endpoint, and the checks that
+//! `infra/template.yaml` and `events/` stay in step.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod lambda;
+pub mod routes;
+pub mod sgt;
+pub mod state;
+
+pub use routes::{router, Route, ROUTES};
+pub use state::AppState;

@@ -1,0 +1,227 @@
+//! The 11 SGT handlers. Each parses its body at the edge, authenticates, and does one thing.
+
+use axum::extract::State;
+use axum::response::Response;
+use maas_sidecar_client::{CheckpointRef, ModelRef, SidecarError, MODEL_TYPES};
+use maas_store::records::sgt::{AppendError, SgtModel};
+use maas_store::StoreError;
+use subtle::ConstantTimeEq;
+
+use super::requests::*;
+use crate::auth::hash_secret;
+use crate::http::{ok, SgtError, SgtJson};
+use crate::state::AppState;
+
+type Reply = Result<Response, SgtError>;
+
+/// Authenticates a secret id/key pair: present, not expired, and matching its hash.
+async fn authenticate(state: &AppState, creds: &Credentials) -> Result<String, SgtError> {
+    if check(state, creds).await? {
+        Ok(creds.secret_id.clone())
+    } else {
+        Err(SgtError::Auth("invalid or expired secret_id / secret_key".into()))
+    }
+}
+
+async fn check(state: &AppState, creds: &Credentials) -> Result<bool, SgtError> {
+    if creds.secret_id.is_empty() || creds.secret_id.len() > MAX_ID_LEN || creds.secret_key.len() > MAX_SECRET_LEN {
+        return Ok(false);
+    }
+    let Some(secret) = state.repo.get_secret(&creds.secret_id).await? else { return Ok(false) };
+    if secret.end_time <= maas_store::now_secs() {
+        return Ok(false);
+    }
+    Ok(state.verifier.verify(&creds.secret_id, &creds.secret_key, &secret.hash).await)
+}
+
+fn no_model(app_name: &str, name: &str) -> SgtError {
+    SgtError::FindModel(format!("model {name:?} not found in app {app_name:?}"))
+}
+
+/// Finds one of the caller's own models.
+async fn own_model(state: &AppState, owner: &str, m: &ModelAddress) -> Result<SgtModel, SgtError> {
+    state.repo.get_model(owner, &m.app_name, &m.name).await?.ok_or_else(|| no_model(&m.app_name, &m.name))
+}
+
+pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJson<UpdateAuthToken>) -> Reply {
+    let key_ok: bool = req.key.as_bytes().ct_eq(state.system_key.as_bytes()).into();
+    if !key_ok {
+        return Err(SgtError::Auth("invalid system key".into()));
+    }
+    identifier("secret_id", &req.secret_id)?;
+    if req.secret_key.is_empty() || req.secret_key.len() > MAX_SECRET_LEN {
+        return Err(SgtError::Validation(format!("secret_key must be 1 to {MAX_SECRET_LEN} bytes")));
+    }
+    let end_time = end_time(&req.end_time)?;
+    let doc = req.doc.unwrap_or_default();
+    client_data(&doc)?;
+    let hash = tokio::task::spawn_blocking(move || hash_secret(&req.secret_key)).await.map_err(SgtError::internal)?;
+    let secret = maas_store::records::sgt::Secret {
+        secret_id: req.secret_id,
+        hash,
+        doc,
+        end_time,
+        updated_at: maas_store::now_secs(),
+        ver: 0,
+    };
+    state.repo.put_secret(&secret).await?;
+    Ok(ok(()))
+}
+
+pub async fn check_auth_token(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
+    Ok(ok(check(&state, &creds).await?))
+}
+
+pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<CreateModel>) -> Reply {
+    let owner = authenticate(&state, &req.creds).await?;
+    identifier("name", &req.name)?;
+    identifier("app_name", &req.app_name)?;
+    client_data(&req.client_data)?;
+    if !MODEL_TYPES.contains(&req.model_type.as_str()) {
+        return Err(SgtError::CreateModel(format!("unknown model_type {:?}; see list_model_type", req.model_type)));
+    }
+    for (field, v) in [("in_size", req.in_size), ("out_size", req.out_size)] {
+        if v == 0 || v > MAX_DIM {
+            return Err(SgtError::CreateModel(format!("{field} must be between 1 and {MAX_DIM}")));
+        }
+    }
+    let model = SgtModel {
+        model_id: uuid::Uuid::new_v4().to_string(),
+        owner,
+        app_name: req.app_name,
+        name: req.name,
+        model_type: req.model_type,
+        client_data: req.client_data,
+        in_size: req.in_size,
+        out_size: req.out_size,
+        is_public: req.is_public,
+        seed: rand::random::<u32>() as u64,
+        created_at: maas_store::now_secs(),
+        checkpoint: None,
+        data_version: 0,
+        samples: 0,
+        ver: 0,
+    };
+    match state.repo.create_model(&model).await {
+        Ok(()) => Ok(ok(())),
+        Err(StoreError::ConditionFailed) => {
+            Err(SgtError::CreateModel(format!("model {:?} already exists in app {:?}", model.name, model.app_name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete_model(State(state): State<AppState>, SgtJson(req): SgtJson<ModelAddress>) -> Reply {
+    let owner = authenticate(&state, &req.creds).await?;
+    match state.repo.delete_model(&owner, &req.app_name, &req.name).await? {
+        Some(_) => Ok(ok(())),
+        None => Err(no_model(&req.app_name, &req.name)),
+    }
+}
+
+pub async fn update_client_data(State(state): State<AppState>, SgtJson(req): SgtJson<UpdateClientData>) -> Reply {
+    let owner = authenticate(&state, &req.model.creds).await?;
+    client_data(&req.client_data)?;
+    let key = SgtModel::key_for(&owner, &req.model.app_name, &req.model.name);
+    match state.repo.update_model(&key, |m| m.client_data = req.client_data.clone()).await? {
+        Some(_) => Ok(ok(())),
+        None => Err(no_model(&req.model.app_name, &req.model.name)),
+    }
+}
+
+pub async fn read_my_models(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
+    let owner = authenticate(&state, &creds).await?;
+    let models = state.repo.list_models(&owner).await?;
+    Ok(ok(models.into_iter().map(ModelView::from).collect::<Vec<_>>()))
+}
+
+pub async fn read_public_models(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
+    authenticate(&state, &creds).await?;
+    let models = state.repo.list_public_models().await?;
+    Ok(ok(models.into_iter().map(ModelView::from).collect::<Vec<_>>()))
+}
+
+pub async fn clone_model_to_mine(State(state): State<AppState>, SgtJson(req): SgtJson<CloneModel>) -> Reply {
+    let me = authenticate(&state, &req.creds).await?;
+    identifier("new_name", &req.new_name)?;
+    let source = state.repo.get_model(&req.author_unique_id, &req.app_name, &req.name).await?;
+    // Another user's private model is reported exactly like a missing one.
+    let source = source.filter(|m| m.is_public || m.owner == me).ok_or_else(|| no_model(&req.app_name, &req.name))?;
+    match state.repo.clone_model(&source, &me, &req.new_name, uuid::Uuid::new_v4().to_string()).await {
+        Ok(_) => Ok(ok(())),
+        Err(StoreError::ConditionFailed) => Err(SgtError::CloneModel(format!(
+            "you already have a model {:?} in app {:?}",
+            req.new_name, req.app_name
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn model_ref(m: &SgtModel) -> ModelRef {
+    ModelRef {
+        model_id: m.model_id.clone(),
+        model_type: m.model_type.clone(),
+        in_size: m.in_size,
+        out_size: m.out_size,
+        seed: m.seed,
+        checkpoint: m.checkpoint.as_ref().map(|c| CheckpointRef { blob: c.blob.clone(), version: c.version }),
+    }
+}
+
+pub async fn run_model(State(state): State<AppState>, SgtJson(req): SgtJson<RunModel>) -> Reply {
+    let owner = authenticate(&state, &req.model.creds).await?;
+    let model = own_model(&state, &owner, &req.model).await?;
+    if req.data.is_empty() {
+        return Ok(ok(Vec::<Vec<f32>>::new()));
+    }
+    let width = model.in_size as usize;
+    if req.data.len() * width > MAX_RUN_VALUES {
+        return Err(SgtError::Run(format!("at most {} rows per request for this model", MAX_RUN_VALUES / width)));
+    }
+    let rows = flatten_rows(&req.data, width, "data").map_err(SgtError::Run)?;
+    drop(req.data);
+    let out = match state.sidecar.run(&model_ref(&model), &rows).await {
+        Ok(out) => out,
+        Err(SidecarError::Busy) => return Err(SgtError::Run("the model server is busy; retry shortly".into())),
+        Err(e) => return Err(SgtError::internal(e)),
+    };
+    let out_size = model.out_size as usize;
+    if out.len() != rows.len() / width * out_size {
+        return Err(SgtError::internal("sidecar returned the wrong number of outputs"));
+    }
+    Ok(ok(out.chunks(out_size).collect::<Vec<_>>()))
+}
+
+pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJson<UploadTrainData>) -> Reply {
+    let owner = authenticate(&state, &req.model.creds).await?;
+    let model = own_model(&state, &owner, &req.model).await?;
+    if req.train_data.is_empty() {
+        return Ok(ok(()));
+    }
+    let (i, o) = (model.in_size as usize, model.out_size as usize);
+    let values = req.train_data.len() as u64 * (i + o) as u64;
+    if model.samples * (i + o) as u64 + values > MAX_TRAIN_VALUES {
+        return Err(SgtError::Upload(format!("a model holds at most {MAX_TRAIN_VALUES} training values")));
+    }
+    let mut flat = Vec::with_capacity(values as usize);
+    for (n, pair) in req.train_data.iter().enumerate() {
+        let [input, label] = pair.as_slice() else {
+            return Err(SgtError::Upload(format!("train_data[{n}] must be a pair [input, label]")));
+        };
+        let row = |v: &Vec<f32>, w: usize, what: &str| flatten_rows(std::slice::from_ref(v), w, what);
+        flat.extend(row(input, i, &format!("train_data[{n}] input")).map_err(SgtError::Upload)?);
+        flat.extend(row(label, o, &format!("train_data[{n}] label")).map_err(SgtError::Upload)?);
+    }
+    let bytes = maas_sidecar_client::wire::encode_f32(&flat);
+    let rows = req.train_data.len() as u64;
+    match state.repo.append_train_data(&owner, &model.app_name, &model.name, rows, bytes.into()).await {
+        Ok(_) => Ok(ok(())),
+        Err(AppendError::NoModel) => Err(no_model(&model.app_name, &model.name)),
+        Err(AppendError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Takes no parameters; any body (or none) is accepted.
+pub async fn list_model_type() -> Reply {
+    Ok(ok(MODEL_TYPES))
+}

@@ -1,0 +1,5 @@
+//! The SGT API (seed 000): 11 POST endpoints with JSON bodies, raw JSON results and
+//! `{"exception", "message"}` failures.
+
+pub mod handlers;
+pub mod requests;

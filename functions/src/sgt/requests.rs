@@ -1,0 +1,181 @@
+//! SGT request bodies and the checks that turn them into validated values at the edge.
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::SgtError;
+
+/// Longest accepted identifier (secret ids, names, app names).
+pub const MAX_ID_LEN: usize = 256;
+pub const MAX_SECRET_LEN: usize = 1024;
+pub const MAX_CLIENT_DATA_LEN: usize = 64 * 1024;
+pub const MAX_DIM: u32 = 4096;
+/// Largest run request: rows x in_size values.
+pub const MAX_RUN_VALUES: usize = 4096 * 4096;
+/// Most training values (inputs + labels) one model may hold.
+pub const MAX_TRAIN_VALUES: u64 = 64 * 1024 * 1024;
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    pub secret_id: String,
+    pub secret_key: String,
+}
+
+#[derive(Deserialize)]
+pub struct UpdateAuthToken {
+    pub key: String,
+    pub secret_id: String,
+    pub secret_key: String,
+    #[serde(default)]
+    pub doc: Option<String>,
+    pub end_time: String,
+}
+
+#[derive(Deserialize)]
+pub struct CreateModel {
+    #[serde(flatten)]
+    pub creds: Credentials,
+    pub name: String,
+    pub app_name: String,
+    pub model_type: String,
+    #[serde(default)]
+    pub client_data: String,
+    pub in_size: u32,
+    pub out_size: u32,
+    pub is_public: bool,
+}
+
+#[derive(Deserialize)]
+pub struct ModelAddress {
+    #[serde(flatten)]
+    pub creds: Credentials,
+    pub name: String,
+    pub app_name: String,
+}
+
+#[derive(Deserialize)]
+pub struct UpdateClientData {
+    #[serde(flatten)]
+    pub model: ModelAddress,
+    pub client_data: String,
+}
+
+#[derive(Deserialize)]
+pub struct CloneModel {
+    #[serde(flatten)]
+    pub creds: Credentials,
+    pub new_name: String,
+    pub app_name: String,
+    pub author_unique_id: String,
+    pub name: String,
+}
+
+#[derive(Deserialize)]
+pub struct RunModel {
+    #[serde(flatten)]
+    pub model: ModelAddress,
+    pub data: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+pub struct UploadTrainData {
+    #[serde(flatten)]
+    pub model: ModelAddress,
+    pub train_data: Vec<Vec<Vec<f32>>>,
+}
+
+/// A model as the SGT API lists it.
+#[derive(Serialize)]
+pub struct ModelView {
+    pub user_unique_id: String,
+    pub name: String,
+    pub client_data: String,
+    pub app_name: String,
+    pub model_type: String,
+    pub in_size: u32,
+    pub out_size: u32,
+    pub is_public: bool,
+}
+
+impl From<maas_store::records::sgt::SgtModel> for ModelView {
+    fn from(m: maas_store::records::sgt::SgtModel) -> Self {
+        ModelView {
+            user_unique_id: m.owner,
+            name: m.name,
+            client_data: m.client_data,
+            app_name: m.app_name,
+            model_type: m.model_type,
+            in_size: m.in_size,
+            out_size: m.out_size,
+            is_public: m.is_public,
+        }
+    }
+}
+
+/// Checks an identifier-like field: present, not blank, not absurdly long.
+pub fn identifier(field: &str, value: &str) -> Result<(), SgtError> {
+    if value.trim().is_empty() {
+        return Err(SgtError::Validation(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(SgtError::Validation(format!("{field} is longer than {MAX_ID_LEN} bytes")));
+    }
+    Ok(())
+}
+
+pub fn client_data(value: &str) -> Result<(), SgtError> {
+    if value.len() > MAX_CLIENT_DATA_LEN {
+        return Err(SgtError::Validation(format!("client_data is longer than {MAX_CLIENT_DATA_LEN} bytes")));
+    }
+    Ok(())
+}
+
+/// Parses the documented `YYYY-MM-DD HH:MM:SS` (UTC) into epoch seconds.
+pub fn end_time(value: &str) -> Result<i64, SgtError> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(value.trim(), &format)
+        .map(|t| t.assume_utc().unix_timestamp())
+        .map_err(|_| SgtError::Validation(format!("end_time {value:?} is not in the format YYYY-MM-DD HH:MM:SS")))
+}
+
+/// Checks that every row has `width` finite values and flattens them row-major.
+pub fn flatten_rows(rows: &[Vec<f32>], width: usize, what: &str) -> Result<Vec<f32>, String> {
+    let mut flat = Vec::with_capacity(rows.len() * width);
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() != width {
+            return Err(format!("{what} row {i} has {} values, expected {width}", row.len()));
+        }
+        if row.iter().any(|v| !v.is_finite()) {
+            return Err(format!("{what} row {i} holds a number that is not finite"));
+        }
+        flat.extend_from_slice(row);
+    }
+    Ok(flat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_time_follows_the_documented_format() {
+        assert_eq!(end_time("1970-01-02 00:00:00").unwrap(), 86_400);
+        assert!(end_time("2024-13-01 00:00:00").is_err());
+        assert!(end_time("2024-01-01").is_err());
+        assert!(end_time("2024-01-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn rows_must_have_the_right_width_and_finite_values() {
+        assert_eq!(flatten_rows(&[vec![1.0, 2.0], vec![3.0, 4.0]], 2, "data").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        assert!(flatten_rows(&[vec![1.0, 2.0], vec![3.0]], 2, "data").unwrap_err().contains("row 1"));
+        assert!(flatten_rows(&[vec![f32::INFINITY, 2.0]], 2, "data").is_err());
+        assert!(flatten_rows(&[], 2, "data").unwrap().is_empty());
+    }
+
+    #[test]
+    fn identifiers_must_be_present_and_bounded() {
+        assert!(identifier("name", "m").is_ok());
+        assert!(identifier("name", " ").is_err());
+        assert!(identifier("name", &"x".repeat(MAX_ID_LEN + 1)).is_err());
+    }
+}
