@@ -1,0 +1,213 @@
+//! Load generator for any server speaking the SGT API (maas or the PyTorch + Flask baseline).
+//! Prints one JSON line of figures. See BENCHMARKS.md for how it is run.
+//!
+//!   cargo run --release --example sgt_load -- --url http://127.0.0.1:8080 --system-key K \
+//!       --mode run --rows 1024 --cols 64 --out 8 --clients 8 --requests 100
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Parser, Clone)]
+struct Args {
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    system_key: String,
+    /// run: run_sgt_model throughput/latency; create: create_sgt_model latency;
+    /// learn: seconds from upload until held-out R^2 >= 0.99.
+    #[arg(long, default_value = "run", value_parser = ["run", "create", "learn"])]
+    mode: String,
+    #[arg(long, default_value_t = 1024)]
+    rows: usize,
+    #[arg(long, default_value_t = 64)]
+    cols: usize,
+    #[arg(long, default_value_t = 8)]
+    out: usize,
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Requests per client.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Give up on `learn` after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+}
+
+struct Session {
+    http: reqwest::Client,
+    url: String,
+    creds: Value,
+}
+
+impl Session {
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {v}"));
+        }
+        Ok(v)
+    }
+
+    fn body(&self, extra: Value) -> Vec<u8> {
+        let mut b = self.creds.clone();
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::to_vec(&b).unwrap()
+    }
+
+    async fn create(&self, name: &str, inp: usize, out: usize) -> Result<Value, String> {
+        let body = self.body(json!({"name": name, "app_name": "bench", "model_type": "std", "client_data": "",
+            "in_size": inp, "out_size": out, "is_public": false}));
+        self.post("/sgt/public/create_sgt_model", body).await
+    }
+}
+
+fn rng_rows(n: usize, width: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut s = seed.wrapping_add(0x9E3779B97F4A7C15);
+    (0..n)
+        .map(|_| {
+            (0..width)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(mode: &str, mut lat_ms: Vec<f64>, errors: usize, wall: Duration, extra: Value) -> Value {
+    lat_ms.sort_by(f64::total_cmp);
+    let mut v = json!({
+        "mode": mode, "requests": lat_ms.len() + errors, "errors": errors,
+        "rps": lat_ms.len() as f64 / wall.as_secs_f64(),
+        "p50_ms": percentile(&lat_ms, 0.5), "p99_ms": percentile(&lat_ms, 0.99),
+    });
+    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    v
+}
+
+async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
+    s.create("runbench", a.cols, a.out).await.ok();
+    let body = Arc::new(s.body(json!({"name": "runbench", "app_name": "bench", "data": rng_rows(a.rows, a.cols, 1)})));
+    // Warm up (loads the model, opens connections).
+    for _ in 0..3 {
+        s.post("/sgt/public/run_sgt_model", body.to_vec()).await.expect("warm-up run succeeds");
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|_| {
+            let (s, body, n) = (s.clone(), body.clone(), a.requests);
+            tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::with_capacity(n), 0);
+                for _ in 0..n {
+                    let t = Instant::now();
+                    match s.post("/sgt/public/run_sgt_model", body.to_vec()).await {
+                        Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    let extra = json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body.len()});
+    summary("run", lat, errors, start.elapsed(), extra)
+}
+
+async fn create_mode(s: Arc<Session>, a: &Args) -> Value {
+    let start = Instant::now();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for i in 0..a.requests {
+        let t = Instant::now();
+        match s.create(&format!("c{i}-{}", std::process::id()), a.cols, a.out).await {
+            Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+            Err(_) => errors += 1,
+        }
+    }
+    summary("create", lat, errors, start.elapsed(), json!({}))
+}
+
+fn target(x: &[f32]) -> Vec<f32> {
+    let w = [0.8, -0.6, 0.4, 0.3, -0.5, 0.7, -0.2, 0.1];
+    let s: f32 = x.iter().zip(w).map(|(a, b)| a * b).sum();
+    vec![0.9 * s.tanh(), 0.9 * (x[0] * x[1] + 0.5 * x[2] - 0.3 * x[7]).sin()]
+}
+
+fn r2(pred: &[Vec<f32>], truth: &[Vec<f32>]) -> f64 {
+    let outs = truth[0].len();
+    (0..outs)
+        .map(|j| {
+            let mean = truth.iter().map(|t| t[j] as f64).sum::<f64>() / truth.len() as f64;
+            let tot: f64 = truth.iter().map(|t| (t[j] as f64 - mean).powi(2)).sum();
+            let res: f64 = pred.iter().zip(truth).map(|(p, t)| (p[j] as f64 - t[j] as f64).powi(2)).sum();
+            1.0 - res / tot
+        })
+        .sum::<f64>()
+        / outs as f64
+}
+
+async fn learn_mode(s: Arc<Session>, a: &Args) -> Value {
+    let name = format!("learn-{}", std::process::id());
+    s.create(&name, 8, 2).await.expect("create");
+    let pairs: Vec<Value> = rng_rows(2048, 8, 10).iter().map(|x| json!([x, target(x)])).collect();
+    let held = rng_rows(256, 8, 11);
+    let truth: Vec<Vec<f32>> = held.iter().map(|x| target(x)).collect();
+    let run_body = s.body(json!({"name": name, "app_name": "bench", "data": held}));
+    s.post("/sgt/public/upload_sgt_model_train_data", s.body(json!({"name": name, "app_name": "bench", "train_data": pairs})))
+        .await
+        .expect("upload");
+    let start = Instant::now();
+    let mut best = f64::NEG_INFINITY;
+    while start.elapsed() < Duration::from_secs(a.timeout) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(v) = s.post("/sgt/public/run_sgt_model", run_body.clone()).await {
+            let pred: Vec<Vec<f32>> = serde_json::from_value(v).unwrap();
+            best = best.max(r2(&pred, &truth));
+            if best >= 0.99 {
+                return json!({"mode": "learn", "seconds_to_r2_0.99": start.elapsed().as_secs_f64(), "r2": best});
+            }
+        }
+    }
+    json!({"mode": "learn", "seconds_to_r2_0.99": null, "r2": best, "timeout_s": a.timeout})
+}
+
+#[tokio::main]
+async fn main() {
+    let a = Args::parse();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(120)).build().unwrap();
+    let id = format!("bench-{}", std::process::id());
+    let auth = json!({"key": a.system_key, "secret_id": id, "secret_key": "bench-secret", "doc": "", "end_time": "2099-01-01 00:00:00"});
+    let s = Arc::new(Session { http, url: a.url.clone(), creds: json!({"secret_id": id, "secret_key": "bench-secret"}) });
+    s.post("/sgt/private/update_auth_token", serde_json::to_vec(&auth).unwrap()).await.expect("update_auth_token");
+    let result = match a.mode.as_str() {
+        "create" => create_mode(s, &a).await,
+        "learn" => learn_mode(s, &a).await,
+        _ => run_mode(s, &a).await,
+    };
+    println!("{result}");
+}

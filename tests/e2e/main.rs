@@ -1,0 +1,9 @@
+//! End-to-end tests over real HTTP against the gateway, on the embedded store and on the
+//! LocalStack-compatible endpoint.
+
+mod support;
+
+mod crash;
+mod events;
+mod learning;
+mod sgt;
