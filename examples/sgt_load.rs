@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use fixtures::{r2, rows, target};
 use serde_json::{json, Value};
+
+#[path = "../tests/e2e/fixtures.rs"]
+mod fixtures;
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -31,6 +35,10 @@ struct Args {
     /// Requests per client.
     #[arg(long, default_value_t = 100)]
     requests: usize,
+    /// Round inputs to this many decimals (SGT clients often send short numbers: the issue's
+    /// 1024 x 2048 bodies are about 6 MB). Full f32 precision when absent.
+    #[arg(long)]
+    decimals: Option<i32>,
     /// Give up on `learn` after this many seconds.
     #[arg(long, default_value_t = 180)]
     timeout: u64,
@@ -73,20 +81,6 @@ impl Session {
     }
 }
 
-fn rng_rows(n: usize, width: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut s = seed.wrapping_add(0x9E3779B97F4A7C15);
-    (0..n)
-        .map(|_| {
-            (0..width)
-                .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -107,7 +101,11 @@ fn summary(mode: &str, mut lat_ms: Vec<f64>, errors: usize, wall: Duration, extr
 
 async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
     s.create("runbench", a.cols, a.out).await.ok();
-    let body = Arc::new(s.body(json!({"name": "runbench", "app_name": "bench", "data": rng_rows(a.rows, a.cols, 1)})));
+    let data: Vec<Vec<f64>> = rows(a.rows, a.cols, 1)
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| round(v as f64, a.decimals)).collect())
+        .collect();
+    let body = Arc::new(s.body(json!({"name": "runbench", "app_name": "bench", "data": data})));
     // Warm up (loads the model, opens connections).
     for _ in 0..3 {
         s.post("/sgt/public/run_sgt_model", body.to_vec()).await.expect("warm-up run succeeds");
@@ -135,8 +133,15 @@ async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
         lat.extend(l);
         errors += e;
     }
-    let extra = json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body.len()});
+    let extra = json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body.len(), "decimals": a.decimals});
     summary("run", lat, errors, start.elapsed(), extra)
+}
+
+fn round(v: f64, decimals: Option<i32>) -> f64 {
+    match decimals {
+        Some(d) => (v * 10f64.powi(d)).round() / 10f64.powi(d),
+        None => v,
+    }
 }
 
 async fn create_mode(s: Arc<Session>, a: &Args) -> Value {
@@ -152,30 +157,11 @@ async fn create_mode(s: Arc<Session>, a: &Args) -> Value {
     summary("create", lat, errors, start.elapsed(), json!({}))
 }
 
-fn target(x: &[f32]) -> Vec<f32> {
-    let w = [0.8, -0.6, 0.4, 0.3, -0.5, 0.7, -0.2, 0.1];
-    let s: f32 = x.iter().zip(w).map(|(a, b)| a * b).sum();
-    vec![0.9 * s.tanh(), 0.9 * (x[0] * x[1] + 0.5 * x[2] - 0.3 * x[7]).sin()]
-}
-
-fn r2(pred: &[Vec<f32>], truth: &[Vec<f32>]) -> f64 {
-    let outs = truth[0].len();
-    (0..outs)
-        .map(|j| {
-            let mean = truth.iter().map(|t| t[j] as f64).sum::<f64>() / truth.len() as f64;
-            let tot: f64 = truth.iter().map(|t| (t[j] as f64 - mean).powi(2)).sum();
-            let res: f64 = pred.iter().zip(truth).map(|(p, t)| (p[j] as f64 - t[j] as f64).powi(2)).sum();
-            1.0 - res / tot
-        })
-        .sum::<f64>()
-        / outs as f64
-}
-
 async fn learn_mode(s: Arc<Session>, a: &Args) -> Value {
     let name = format!("learn-{}", std::process::id());
     s.create(&name, 8, 2).await.expect("create");
-    let pairs: Vec<Value> = rng_rows(2048, 8, 10).iter().map(|x| json!([x, target(x)])).collect();
-    let held = rng_rows(256, 8, 11);
+    let pairs: Vec<Value> = rows(2048, 8, 10).iter().map(|x| json!([x, target(x)])).collect();
+    let held = rows(256, 8, 11);
     let truth: Vec<Vec<f32>> = held.iter().map(|x| target(x)).collect();
     let run_body = s.body(json!({"name": name, "app_name": "bench", "data": held}));
     s.post("/sgt/public/upload_sgt_model_train_data", s.body(json!({"name": name, "app_name": "bench", "train_data": pairs})))

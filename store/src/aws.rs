@@ -105,50 +105,36 @@ where
     }
 }
 
-fn transact_item(w: Write, table: &str) -> StoreResult<TransactWriteItem> {
+/// Applies a condition's expression, names and values to any DynamoDB write builder.
+macro_rules! conditioned {
+    ($builder:expr, $cond:expr) => {{
+        let e = expr($cond);
+        $builder
+            .set_condition_expression(e.text)
+            .set_expression_attribute_names(opt_map(e.names))
+            .set_expression_attribute_values(opt_map(e.values))
+    }};
+}
+
+/// One write of a transaction; `None` for a check that asserts nothing.
+fn transact_item(w: Write, table: &str) -> StoreResult<Option<TransactWriteItem>> {
     let b = TransactWriteItem::builder();
     let built = match w {
         Write::Put { item, cond } => {
-            let e = expr(&cond);
-            b.put(
-                Put::builder()
-                    .table_name(table)
-                    .set_item(Some(to_av(&item)?))
-                    .set_condition_expression(e.text)
-                    .set_expression_attribute_names(opt_map(e.names))
-                    .set_expression_attribute_values(opt_map(e.values))
-                    .build()
-                    .map_err(StoreError::backend)?,
-            )
+            let put = conditioned!(Put::builder().table_name(table).set_item(Some(to_av(&item)?)), &cond);
+            b.put(put.build().map_err(StoreError::backend)?)
         }
         Write::Delete { key, cond } => {
-            let e = expr(&cond);
-            b.delete(
-                Delete::builder()
-                    .table_name(table)
-                    .set_key(Some(key_av(&key)))
-                    .set_condition_expression(e.text)
-                    .set_expression_attribute_names(opt_map(e.names))
-                    .set_expression_attribute_values(opt_map(e.values))
-                    .build()
-                    .map_err(StoreError::backend)?,
-            )
+            let del = conditioned!(Delete::builder().table_name(table).set_key(Some(key_av(&key))), &cond);
+            b.delete(del.build().map_err(StoreError::backend)?)
         }
+        Write::Check { cond: Cond::Always, .. } => return Ok(None),
         Write::Check { key, cond } => {
-            let e = expr(&cond);
-            b.condition_check(
-                ConditionCheck::builder()
-                    .table_name(table)
-                    .set_key(Some(key_av(&key)))
-                    .set_condition_expression(Some(e.text.unwrap_or_else(|| "attribute_exists(pk) OR attribute_not_exists(pk)".into())))
-                    .set_expression_attribute_names(opt_map(e.names))
-                    .set_expression_attribute_values(opt_map(e.values))
-                    .build()
-                    .map_err(StoreError::backend)?,
-            )
+            let check = conditioned!(ConditionCheck::builder().table_name(table).set_key(Some(key_av(&key))), &cond);
+            b.condition_check(check.build().map_err(StoreError::backend)?)
         }
     };
-    Ok(built.build())
+    Ok(Some(built.build()))
 }
 
 #[async_trait]
@@ -217,41 +203,25 @@ impl Table for DynamoTable {
     }
 
     async fn write(&self, mut writes: Vec<Write>) -> StoreResult<()> {
-        if writes.len() != 1 {
-            let items = writes.into_iter().map(|w| transact_item(w, &self.name)).collect::<StoreResult<Vec<_>>>()?;
-            self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(sdk_err)?;
-            return Ok(());
-        }
-        match writes.pop().expect("one write") {
-            Write::Put { item, cond } => {
-                let e = expr(&cond);
-                self.client
-                    .put_item()
-                    .table_name(&self.name)
-                    .set_item(Some(to_av(&item)?))
-                    .set_condition_expression(e.text)
-                    .set_expression_attribute_names(opt_map(e.names))
-                    .set_expression_attribute_values(opt_map(e.values))
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
+        // Single puts and deletes skip the transaction API: cheaper, and the same semantics.
+        match (writes.len(), writes.pop()) {
+            (1, Some(Write::Put { item, cond })) => {
+                let put = self.client.put_item().table_name(&self.name).set_item(Some(to_av(&item)?));
+                conditioned!(put, &cond).send().await.map_err(sdk_err)?;
             }
-            Write::Delete { key, cond } => {
-                let e = expr(&cond);
-                self.client
-                    .delete_item()
-                    .table_name(&self.name)
-                    .set_key(Some(key_av(&key)))
-                    .set_condition_expression(e.text)
-                    .set_expression_attribute_names(opt_map(e.names))
-                    .set_expression_attribute_values(opt_map(e.values))
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
+            (1, Some(Write::Delete { key, cond })) => {
+                let del = self.client.delete_item().table_name(&self.name).set_key(Some(key_av(&key)));
+                conditioned!(del, &cond).send().await.map_err(sdk_err)?;
             }
-            check @ Write::Check { .. } => {
-                let item = transact_item(check, &self.name)?;
-                self.client.transact_write_items().transact_items(item).send().await.map_err(sdk_err)?;
+            (_, last) => {
+                writes.extend(last);
+                let mut items = Vec::with_capacity(writes.len());
+                for w in writes {
+                    items.extend(transact_item(w, &self.name)?);
+                }
+                if !items.is_empty() {
+                    self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(sdk_err)?;
+                }
             }
         }
         Ok(())

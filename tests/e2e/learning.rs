@@ -7,30 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::on_both_backends;
-use crate::support::{rows, spawn_app, Backend};
+use crate::fixtures::{r2, rows, target};
+use crate::support::{spawn_app, Backend};
 
 on_both_backends!(learning_a_smooth_function_reaches_r2_of_0_99_within_60_seconds);
-
-/// The target: smooth, with outputs inside [-0.9, 0.9].
-fn target(x: &[f32]) -> Vec<f32> {
-    let w = [0.8, -0.6, 0.4, 0.3, -0.5, 0.7, -0.2, 0.1];
-    let s: f32 = x.iter().zip(w).map(|(a, b)| a * b).sum();
-    vec![0.9 * s.tanh(), 0.9 * (x[0] * x[1] + 0.5 * x[2] - 0.3 * x[7]).sin()]
-}
-
-/// Mean over outputs of 1 - SS_res / SS_tot (scikit-learn's `r2_score` default).
-fn r2(pred: &[Vec<f32>], truth: &[Vec<f32>]) -> f64 {
-    let outs = truth[0].len();
-    (0..outs)
-        .map(|j| {
-            let mean = truth.iter().map(|t| t[j] as f64).sum::<f64>() / truth.len() as f64;
-            let ss_tot: f64 = truth.iter().map(|t| (t[j] as f64 - mean).powi(2)).sum();
-            let ss_res: f64 = pred.iter().zip(truth).map(|(p, t)| (p[j] as f64 - t[j] as f64).powi(2)).sum();
-            1.0 - ss_res / ss_tot
-        })
-        .sum::<f64>()
-        / outs as f64
-}
 
 async fn learning_a_smooth_function_reaches_r2_of_0_99_within_60_seconds(b: Backend) {
     let app = spawn_app(b).await;

@@ -1,6 +1,7 @@
 //! End-to-end tests over real HTTP against the gateway, on the embedded store and on the
 //! LocalStack-compatible endpoint.
 
+mod fixtures;
 mod support;
 
 mod crash;

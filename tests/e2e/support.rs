@@ -182,17 +182,4 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Deterministic pseudo-random rows.
-pub fn rows(n: usize, width: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            (0..width)
-                .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
-                })
-                .collect()
-        })
-        .collect()
-}
+pub use crate::fixtures::rows;

@@ -8,8 +8,9 @@ use maas_store::StoreError;
 use subtle::ConstantTimeEq;
 
 use super::requests::*;
+use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
-use crate::http::{ok, SgtError, SgtJson};
+use crate::http::{ok, parse_json, SgtBody, SgtError, SgtJson};
 use crate::state::AppState;
 
 type Reply = Result<Response, SgtError>;
@@ -157,6 +158,28 @@ pub async fn clone_model_to_mine(State(state): State<AppState>, SgtJson(req): Sg
     }
 }
 
+/// Reads a run request: the rows in one pass over the big array, the rest through serde.
+/// Shape problems are returned separately so they are reported after authentication.
+fn parse_run(body: &[u8]) -> Result<(ModelAddress, Result<Rows, RowsError>), SgtError> {
+    // Headroom so an oversized request is refused after parsing a bounded amount.
+    let limit = MAX_RUN_VALUES + 1;
+    match split_data(body, limit) {
+        Some(Ok((rows, rest))) => Ok((parse_json::<RunModelHead>(&rest)?.model, Ok(rows))),
+        Some(Err(e @ RowsError::Malformed(_))) => Err(SgtError::Validation(rows_message(e))),
+        _ => {
+            let req: RunModel = parse_json(body)?;
+            let rows = parse_rows_prefix(req.data.as_raw_str().as_bytes(), None, limit).map(|(r, _)| r);
+            Ok((req.model, rows))
+        }
+    }
+}
+
+fn rows_message(e: RowsError) -> String {
+    match e {
+        RowsError::Malformed(m) | RowsError::Shape(m) => m,
+    }
+}
+
 fn model_ref(m: &SgtModel) -> ModelRef {
     ModelRef {
         model_id: m.model_id.clone(),
@@ -168,25 +191,31 @@ fn model_ref(m: &SgtModel) -> ModelRef {
     }
 }
 
-pub async fn run_model(State(state): State<AppState>, SgtJson(req): SgtJson<RunModel>) -> Reply {
-    let owner = authenticate(&state, &req.model.creds).await?;
-    let model = own_model(&state, &owner, &req.model).await?;
-    if req.data.is_empty() {
+pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) -> Reply {
+    let (address, rows) = parse_run(&body)?;
+    let owner = authenticate(&state, &address.creds).await?;
+    let model = own_model(&state, &owner, &address).await?;
+    let Rows { values: rows, rows: n, width } = rows.map_err(|e| match e {
+        RowsError::Malformed(m) => SgtError::Validation(m),
+        RowsError::Shape(m) => SgtError::Run(m),
+    })?;
+    if n == 0 {
         return Ok(ok(Vec::<Vec<f32>>::new()));
     }
-    let width = model.in_size as usize;
-    if req.data.len() * width > MAX_RUN_VALUES {
+    if width != model.in_size as usize {
+        return Err(SgtError::Run(format!("data rows have {width} values, expected {}", model.in_size)));
+    }
+    if rows.len() > MAX_RUN_VALUES {
         return Err(SgtError::Run(format!("at most {} rows per request for this model", MAX_RUN_VALUES / width)));
     }
-    let rows = flatten_rows(&req.data, width, "data").map_err(SgtError::Run)?;
-    drop(req.data);
+    drop(body);
     let out = match state.sidecar.run(&model_ref(&model), &rows).await {
         Ok(out) => out,
         Err(SidecarError::Busy) => return Err(SgtError::Run("the model server is busy; retry shortly".into())),
         Err(e) => return Err(SgtError::internal(e)),
     };
     let out_size = model.out_size as usize;
-    if out.len() != rows.len() / width * out_size {
+    if out.len() != n * out_size {
         return Err(SgtError::internal("sidecar returned the wrong number of outputs"));
     }
     Ok(ok(out.chunks(out_size).collect::<Vec<_>>()))

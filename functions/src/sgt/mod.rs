@@ -3,3 +3,4 @@
 
 pub mod handlers;
 pub mod requests;
+pub mod rows;

@@ -69,11 +69,22 @@ pub struct CloneModel {
     pub name: String,
 }
 
+/// `data` stays raw JSON here; [`super::rows`] reads it.
 #[derive(Deserialize)]
-pub struct RunModel {
+pub struct RunModel<'a> {
     #[serde(flatten)]
     pub model: ModelAddress,
-    pub data: Vec<Vec<f32>>,
+    #[serde(borrow)]
+    pub data: sonic_rs::LazyValue<'a>,
+}
+
+/// A run request whose `data` was already parsed by [`super::rows::split_data`].
+#[derive(Deserialize)]
+pub struct RunModelHead {
+    #[serde(flatten)]
+    pub model: ModelAddress,
+    #[allow(dead_code)]
+    data: (),
 }
 
 #[derive(Deserialize)]
