@@ -23,6 +23,20 @@ pub fn hash_secret(secret: &str) -> String {
     argon2().hash_password(secret.as_bytes(), &salt).expect("argon2 hashing cannot fail with valid params").to_string()
 }
 
+/// A hash no secret matches, verified instead when an id is unknown so that unknown ids cost
+/// the same as wrong keys.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_secret(&format!("{:x}", Sha256::digest(random_seed()))))
+}
+
+fn random_seed() -> [u8; 16] {
+    use argon2::password_hash::rand_core::RngCore;
+    let mut seed = [0u8; 16];
+    OsRng.fill_bytes(&mut seed);
+    seed
+}
+
 fn verify_hash(secret: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(secret.as_bytes(), &h).is_ok())
 }

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
-use crate::auth::hash_secret;
+use crate::auth::{dummy_hash, hash_secret};
 use crate::http::{ok, parse_json, SgtBody, SgtError, SgtJson};
 use crate::state::AppState;
 
@@ -24,15 +24,19 @@ async fn authenticate(state: &AppState, creds: &Credentials) -> Result<String, S
     }
 }
 
+/// True only for a known, unexpired secret whose key matches. Unknown ids and expired secrets
+/// cost the same argon2 verification as a wrong key, so timing does not reveal which ids exist.
 async fn check(state: &AppState, creds: &Credentials) -> Result<bool, SgtError> {
     if creds.secret_id.is_empty() || creds.secret_id.len() > MAX_ID_LEN || creds.secret_key.len() > MAX_SECRET_LEN {
         return Ok(false);
     }
-    let Some(secret) = state.repo.get_secret(&creds.secret_id).await? else { return Ok(false) };
-    if secret.end_time <= maas_store::now_secs() {
-        return Ok(false);
-    }
-    Ok(state.verifier.verify(&creds.secret_id, &creds.secret_key, &secret.hash).await)
+    let secret = state.repo.get_secret(&creds.secret_id).await?;
+    let (hash, live) = match &secret {
+        Some(s) => (s.hash.as_str(), s.end_time > maas_store::now_secs()),
+        None => (dummy_hash(), false),
+    };
+    let matches = state.verifier.verify(&creds.secret_id, &creds.secret_key, hash).await;
+    Ok(matches && live)
 }
 
 fn no_model(app_name: &str, name: &str) -> SgtError {
