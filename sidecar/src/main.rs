@@ -21,6 +21,9 @@ struct Args {
     secret: String,
     #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
     lease_secs: u64,
+    /// Seconds of training between checkpoints (and lease heartbeats).
+    #[arg(long, env = "MAAS_CHECKPOINT_SECS", default_value_t = 2.0)]
+    checkpoint_secs: f64,
     #[arg(long, env = "MAAS_TRAINERS", default_value_t = 1)]
     trainers: usize,
 }
@@ -40,6 +43,7 @@ async fn run() -> anyhow::Result<()> {
     let stores = Stores::open(&store).await?;
     let mut cfg = maas_sidecar::SidecarConfig::new(args.secret);
     cfg.worker.lease = std::time::Duration::from_secs(args.lease_secs);
+    cfg.worker.slice = std::time::Duration::from_secs_f64(args.checkpoint_secs.clamp(0.05, 600.0));
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let sidecar = maas_sidecar::Sidecar::start(&stores, listener, cfg).await?;

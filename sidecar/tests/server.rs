@@ -1,0 +1,45 @@
+//! The sidecar over real HTTP: its shared-secret check, its bounded queue, and a run.
+
+use maas_sidecar::{Sidecar, SidecarConfig};
+use maas_sidecar_client::{ModelRef, SidecarClient, SidecarError};
+use maas_store::{StoreConfig, Stores};
+
+async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(&StoreConfig::Embedded { dir: dir.path().to_path_buf() }).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = SidecarConfig::new("right-secret");
+    cfg.queue = queue;
+    (Sidecar::start(&stores, listener, cfg).await.unwrap(), dir)
+}
+
+fn model(in_size: u32, out_size: u32) -> ModelRef {
+    ModelRef { model_id: "m".into(), model_type: "std".into(), in_size, out_size, seed: 3, checkpoint: None }
+}
+
+#[tokio::test]
+async fn runs_answer_one_output_row_per_input_row() {
+    let (sidecar, _dir) = start(8).await;
+    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
+    client.health().await.unwrap();
+    let out = client.run(&model(3, 2), &[0.1, 0.2, 0.3, -1.0, 0.0, 1.0]).await.unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(client.run(&model(3, 2), &[]).await.unwrap().is_empty());
+    let unknown = ModelRef { model_type: "nope".into(), ..model(3, 2) };
+    assert!(matches!(client.run(&unknown, &[0.0; 3]).await, Err(SidecarError::Rejected(_))));
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_but_health_needs_none() {
+    let (sidecar, _dir) = start(8).await;
+    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "wrong-secret");
+    client.health().await.unwrap();
+    assert!(matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Rejected(m)) if m.contains("secret")));
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_instead_of_piling_up_work() {
+    let (sidecar, _dir) = start(0).await;
+    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
+    assert!(matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Busy)));
+}
