@@ -51,7 +51,7 @@ struct Session {
 }
 
 impl Session {
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Value, String> {
+    async fn send(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<reqwest::Response, String> {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
@@ -60,31 +60,20 @@ impl Session {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let v: Value = r.json().await.map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("{status}: {v}"));
+        match r.status().as_u16() {
+            200 => Ok(r),
+            status => Err(format!("{status}: {}", r.text().await.unwrap_or_default())),
         }
-        Ok(v)
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        self.send(path, body).await?.json().await.map_err(|e| e.to_string())
     }
 
     /// A timed request: only the status is checked and the body read, so the generator spends
     /// as little CPU as possible on the machine it shares with the server.
     async fn post_timed(&self, path: &str, body: bytes::Bytes) -> Result<(), String> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        r.bytes().await.map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("{status}"));
-        }
-        Ok(())
+        self.send(path, body).await?.bytes().await.map(drop).map_err(|e| e.to_string())
     }
 
     fn body(&self, extra: Value) -> Vec<u8> {
