@@ -47,6 +47,9 @@ pub struct Config {
     /// Seconds of training between checkpoints (and lease heartbeats).
     #[arg(long, env = "MAAS_CHECKPOINT_SECS", default_value_t = 2.0)]
     pub checkpoint_secs: f64,
+    /// Training stops once the loss improved by less than 2% over this many steps.
+    #[arg(long, env = "MAAS_TRAIN_PATIENCE_STEPS", default_value_t = maas_sidecar::train::TrainConfig::default().window)]
+    pub train_patience_steps: u64,
     /// The key `/sgt/private/update_auth_token` requires; generated and kept in the data
     /// directory when unset.
     #[arg(long, env = "MAAS_SYSTEM_KEY", hide_env_values = true)]
@@ -85,6 +88,7 @@ impl Gateway {
                 let mut cfg = SidecarConfig::new(secret.clone());
                 cfg.worker.lease = Duration::from_secs(config.lease_secs);
                 cfg.worker.slice = Duration::from_secs_f64(config.checkpoint_secs.clamp(0.05, 600.0));
+                cfg.worker.train.window = config.train_patience_steps.max(1);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let sidecar = Sidecar::start(&stores, listener, cfg).await?;
                 let url = format!("http://{}", sidecar.addr);

@@ -21,6 +21,9 @@ pub struct ModelCache {
 pub enum LoadError {
     #[error("unknown model type {0}")]
     UnknownType(String),
+    /// The checkpoint named in the request was superseded and removed; re-read the model.
+    #[error("checkpoint superseded")]
+    Stale,
     #[error("{0}")]
     Failed(String),
 }
@@ -66,7 +69,7 @@ impl ModelCache {
                 Ok(Some(bytes)) => self.from_checkpoint(model, &bytes),
                 // The checkpoint was superseded and removed after the caller read it: serve
                 // the newest network we have, if any.
-                Ok(None) => return cached.map(|(_, m)| m).ok_or_else(|| LoadError::Failed("checkpoint missing".into())),
+                Ok(None) => return cached.map(|(_, m)| m).ok_or(LoadError::Stale),
                 Err(e) => Err(LoadError::Failed(e.to_string())),
             },
         }?;

@@ -24,6 +24,9 @@ struct Args {
     /// Seconds of training between checkpoints (and lease heartbeats).
     #[arg(long, env = "MAAS_CHECKPOINT_SECS", default_value_t = 2.0)]
     checkpoint_secs: f64,
+    /// Training stops once the loss improved by less than 2% over this many steps.
+    #[arg(long, env = "MAAS_TRAIN_PATIENCE_STEPS", default_value_t = maas_sidecar::train::TrainConfig::default().window)]
+    train_patience_steps: u64,
     #[arg(long, env = "MAAS_TRAINERS", default_value_t = 1)]
     trainers: usize,
 }
@@ -44,6 +47,7 @@ async fn run() -> anyhow::Result<()> {
     let mut cfg = maas_sidecar::SidecarConfig::new(args.secret);
     cfg.worker.lease = std::time::Duration::from_secs(args.lease_secs);
     cfg.worker.slice = std::time::Duration::from_secs_f64(args.checkpoint_secs.clamp(0.05, 600.0));
+    cfg.worker.train.window = args.train_patience_steps.max(1);
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let sidecar = maas_sidecar::Sidecar::start(&stores, listener, cfg).await?;

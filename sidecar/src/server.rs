@@ -88,6 +88,7 @@ async fn run(req: Request<Incoming>, state: &ServerState) -> Reply {
     let mlp = match state.cache.get(&header.model, state.blobs.as_ref()).await {
         Ok(m) => m,
         Err(LoadError::UnknownType(t)) => return reply(StatusCode::BAD_REQUEST, format!("unknown model type {t}")),
+        Err(LoadError::Stale) => return reply(StatusCode::CONFLICT, "checkpoint superseded"),
         Err(LoadError::Failed(e)) => {
             tracing::error!(model_id = %header.model.model_id, error = %e, "cannot load model");
             return reply(StatusCode::INTERNAL_SERVER_ERROR, "cannot load model");

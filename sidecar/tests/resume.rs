@@ -13,7 +13,8 @@ fn sidecar(table: &str, bucket: &str) -> Child {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     Command::new(env!("CARGO_BIN_EXE_maas-sidecar"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--store", "aws", "--table", table, "--bucket", bucket])
-        .args(["--lease-secs", "2", "--checkpoint-secs", "1"])
+        // Patience high enough that the job cannot finish before it is killed.
+        .args(["--lease-secs", "2", "--checkpoint-secs", "1", "--train-patience-steps", "10000000"])
         .env("MAAS_SIDECAR_SECRET", "s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -61,7 +62,9 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
     for i in 0..2048u32 {
         let x: Vec<f32> = (0..4).map(|k| ((i * 7 + k * 13) % 97) as f32 / 48.5 - 1.0).collect();
         values.extend_from_slice(&x);
-        values.push(0.8 * (x[0] * x[1] - x[2] + 0.3 * x[3]).tanh());
+        // Label noise the model cannot learn keeps the loss well above the "negligible" stop.
+        let noise = ((i as usize * 2_654_435_761) % 1000) as f32 / 25_000.0 - 0.02;
+        values.push(0.8 * (x[0] * x[1] - x[2] + 0.3 * x[3]).tanh() + noise);
     }
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     repo.append_train_data("u", "a", "m", 2048, bytes.into()).await.map_err(|_| "append").unwrap();

@@ -43,3 +43,12 @@ async fn a_full_queue_answers_busy_instead_of_piling_up_work() {
     let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
     assert!(matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Busy)));
 }
+
+#[tokio::test]
+async fn a_superseded_checkpoint_is_reported_as_stale_not_as_a_failure() {
+    let (sidecar, _dir) = start(8).await;
+    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
+    let gone = maas_sidecar_client::CheckpointRef { blob: "sgt/m/ckpt/removed.safetensors".into(), version: 7 };
+    let stale = ModelRef { checkpoint: Some(gone), ..model(2, 1) };
+    assert!(matches!(client.run(&stale, &[0.0, 0.0]).await, Err(SidecarError::Stale)));
+}

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use maas_store::aws;
+use maas_store::records::sgt::{Checkpoint, SgtModel, SgtRepo};
 use maas_store::item::Item;
 use maas_store::{Cond, Key, Query, StoreConfig, StoreError, Stores, Write};
 use serde_json::json;
@@ -59,6 +60,7 @@ on_both_backends!(
     deletes_honour_their_conditions,
     blobs_round_trip_copy_list_and_delete,
     large_blobs_survive_multipart_upload,
+    a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy,
 );
 
 async fn a_put_item_reads_back_with_its_attributes(b: Backend) {
@@ -209,4 +211,41 @@ async fn blob_keys_that_escape_the_store_are_refused() {
     for key in ["../x", "a/../../x", "/etc/passwd", "", "a//b", ".tmp/x"] {
         assert!(b.stores.blobs.put(key, Bytes::from_static(b"x")).await.is_err(), "{key}");
     }
+}
+
+async fn a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy(b: Backend) {
+    let repo = SgtRepo::new(&b.stores);
+    let checkpoint = |blob: &str, version| Some(Checkpoint { blob: blob.into(), step: version * 10, loss: 0.1, version });
+    let mut source = SgtModel {
+        model_id: "src".into(),
+        owner: "alice".into(),
+        app_name: "a".into(),
+        name: "m".into(),
+        model_type: "std".into(),
+        client_data: "cd".into(),
+        in_size: 2,
+        out_size: 1,
+        is_public: true,
+        seed: 1,
+        created_at: 0,
+        checkpoint: checkpoint("sgt/src/ckpt/new.safetensors", 2),
+        data_version: 1,
+        samples: 5,
+        ver: 0,
+    };
+    b.stores.blobs.put("sgt/src/ckpt/new.safetensors", Bytes::from_static(b"weights v2")).await.unwrap();
+    repo.create_model(&source).await.unwrap();
+    // The caller read the record before training replaced checkpoint v1, whose blob is gone.
+    source.checkpoint = checkpoint("sgt/src/ckpt/old.safetensors", 1);
+    let copy = repo.clone_model(&source, "bob", "mine", "dst".into()).await.unwrap();
+    let ck = copy.checkpoint.unwrap();
+    assert_eq!(ck.version, 2);
+    assert_eq!(b.stores.blobs.get(&ck.blob).await.unwrap().unwrap(), Bytes::from_static(b"weights v2"));
+    let stored = repo.get_model("bob", "a", "mine").await.unwrap().unwrap();
+    assert_eq!((stored.samples, stored.data_version, stored.client_data.as_str()), (0, 0, "cd"));
+    // A source that did not change but whose blob is missing is an error, not a loop.
+    b.stores.blobs.delete("sgt/src/ckpt/new.safetensors").await.unwrap();
+    let fresh = repo.get_model("alice", "a", "m").await.unwrap().unwrap();
+    assert!(repo.clone_model(&fresh, "bob", "other", "dst2".into()).await.is_err());
+    assert!(repo.get_model("bob", "a", "other").await.unwrap().is_none(), "nothing half-cloned");
 }

@@ -128,7 +128,8 @@ async fn killing_maas_mid_upload_leaves_the_store_consistent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sidecars_training_job_resumes_from_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let fast = [("MAAS_LEASE_SECS", "2"), ("MAAS_CHECKPOINT_SECS", "1")];
+    // Patience high enough that the job cannot finish before it is killed.
+    let fast = [("MAAS_LEASE_SECS", "2"), ("MAAS_CHECKPOINT_SECS", "1"), ("MAAS_TRAIN_PATIENCE_STEPS", "10000000")];
     let maas = start(dir.path(), &fast).await;
     let user = setup_user(&maas).await;
     maas.post(
@@ -136,7 +137,13 @@ async fn a_killed_sidecars_training_job_resumes_from_its_last_checkpoint() {
         user.with(json!({"name": "t", "app_name": "a", "model_type": "std", "client_data": "", "in_size": 8, "out_size": 2, "is_public": false})),
     )
     .await;
-    let pairs: Vec<_> = rows(2048, 8, 3).into_iter().map(|x| json!([x, [0.9 * (x[0] * x[1]).sin(), 0.5 * x[2]]])).collect();
+    // Label noise the model cannot learn keeps the loss well above the "negligible" stop.
+    let noise = |i: usize| ((i * 2_654_435_761) % 1000) as f32 / 25_000.0 - 0.02;
+    let pairs: Vec<_> = rows(2048, 8, 3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| json!([x, [0.9 * (x[0] * x[1]).sin() + noise(i), 0.5 * x[2]]]))
+        .collect();
     maas.post("/sgt/public/upload_sgt_model_train_data", user.with(json!({"name": "t", "app_name": "a", "train_data": pairs}))).await;
     tokio::time::sleep(Duration::from_millis(5500)).await;
     maas.kill();

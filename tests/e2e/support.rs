@@ -32,6 +32,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
         sidecar_secret: None,
         lease_secs: 30,
         checkpoint_secs: 2.0,
+        train_patience_steps: maas_sidecar::train::TrainConfig::default().window,
         system_key: Some(format!("system-{}", uuid::Uuid::new_v4())),
     };
     if let Backend::Aws = backend {

@@ -213,7 +213,13 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
         return Err(SgtError::Run(format!("at most {} rows per request for this model", MAX_RUN_VALUES / width)));
     }
     drop(body);
-    let out = match state.sidecar.run(&model_ref(&model), &rows).await {
+    let mut result = state.sidecar.run(&model_ref(&model), &rows).await;
+    if let Err(SidecarError::Stale) = result {
+        // Training replaced the checkpoint after we read the record: read it again, once.
+        let fresh = own_model(&state, &owner, &address).await?;
+        result = state.sidecar.run(&model_ref(&fresh), &rows).await;
+    }
+    let out = match result {
         Ok(out) => out,
         Err(SidecarError::Busy) => return Err(SgtError::Run("the model server is busy; retry shortly".into())),
         Err(e) => return Err(SgtError::internal(e)),

@@ -14,6 +14,9 @@ pub enum SidecarError {
     /// The sidecar's queue is full; try again later.
     #[error("sidecar busy")]
     Busy,
+    /// The checkpoint the caller named was superseded; read the model again and retry.
+    #[error("checkpoint superseded")]
+    Stale,
     /// The sidecar refused the request as malformed (a bug on our side, never user input).
     #[error("sidecar rejected the request: {0}")]
     Rejected(String),
@@ -74,6 +77,7 @@ async fn check(res: reqwest::Response) -> Result<bytes::Bytes, SidecarError> {
     match status.as_u16() {
         200 => Ok(body),
         429 | 503 => Err(SidecarError::Busy),
+        409 => Err(SidecarError::Stale),
         400 | 401 | 404 | 413 => Err(SidecarError::Rejected(String::from_utf8_lossy(&body).into_owned())),
         _ => Err(SidecarError::Unavailable(format!("status {status}"))),
     }

@@ -259,8 +259,27 @@ impl SgtRepo {
     /// Copies `source` (weights and fields) to `new_name` under `owner`. `ConditionFailed` when
     /// the target name is taken.
     pub async fn clone_model(&self, source: &SgtModel, owner: &str, new_name: &str, model_id: String) -> StoreResult<SgtModel> {
+        let mut source = source.clone();
+        for _ in 0..CAS_RETRIES {
+            match self.try_clone(&source, owner, new_name, &model_id).await {
+                Err(StoreError::Backend(e)) => {
+                    // Training may have replaced (and removed) the checkpoint we were copying:
+                    // retry from a fresh read, unless the source did not change.
+                    let fresh = self.get::<SgtModel>(&source.key()).await?;
+                    match fresh {
+                        Some(f) if f.model_id == source.model_id && f.checkpoint != source.checkpoint => source = f,
+                        _ => return Err(StoreError::Backend(e)),
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(StoreError::backend("the source model kept changing while it was cloned"))
+    }
+
+    async fn try_clone(&self, source: &SgtModel, owner: &str, new_name: &str, model_id: &str) -> StoreResult<SgtModel> {
         let mut copy = source.clone();
-        copy.model_id = model_id;
+        copy.model_id = model_id.to_string();
         copy.owner = owner.to_string();
         copy.name = new_name.to_string();
         copy.created_at = crate::now_secs();
