@@ -73,7 +73,12 @@ impl Session {
     /// A timed request: only the status is checked and the body read, so the generator spends
     /// as little CPU as possible on the machine it shares with the server.
     async fn post_timed(&self, path: &str, body: bytes::Bytes) -> Result<(), String> {
-        self.send(path, body).await?.bytes().await.map(drop).map_err(|e| e.to_string())
+        self.send(path, body)
+            .await?
+            .bytes()
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     fn body(&self, extra: Value) -> Vec<u8> {
@@ -83,8 +88,10 @@ impl Session {
     }
 
     async fn create(&self, name: &str, inp: usize, out: usize) -> Result<Value, String> {
-        let body = self.body(json!({"name": name, "app_name": "bench", "model_type": "std", "client_data": "",
-            "in_size": inp, "out_size": out, "is_public": false}));
+        let body = self.body(
+            json!({"name": name, "app_name": "bench", "model_type": "std", "client_data": "",
+            "in_size": inp, "out_size": out, "is_public": false}),
+        );
         self.post("/sgt/public/create_sgt_model", body).await
     }
 }
@@ -116,7 +123,9 @@ async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
     let body = bytes::Bytes::from(s.body(json!({"name": "runbench", "app_name": "bench", "data": data})));
     // Warm up (loads the model, opens connections).
     for _ in 0..3 {
-        s.post("/sgt/public/run_sgt_model", body.to_vec()).await.expect("warm-up run succeeds");
+        s.post("/sgt/public/run_sgt_model", body.to_vec())
+            .await
+            .expect("warm-up run succeeds");
     }
     let start = Instant::now();
     let tasks: Vec<_> = (0..a.clients)
@@ -141,7 +150,8 @@ async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
         lat.extend(l);
         errors += e;
     }
-    let extra = json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body.len(), "decimals": a.decimals});
+    let extra =
+        json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body.len(), "decimals": a.decimals});
     summary("run", lat, errors, start.elapsed(), extra)
 }
 
@@ -172,9 +182,12 @@ async fn learn_mode(s: Arc<Session>, a: &Args) -> Value {
     let held = rows(256, 8, 11);
     let truth: Vec<Vec<f32>> = held.iter().map(|x| target(x)).collect();
     let run_body = s.body(json!({"name": name, "app_name": "bench", "data": held}));
-    s.post("/sgt/public/upload_sgt_model_train_data", s.body(json!({"name": name, "app_name": "bench", "train_data": pairs})))
-        .await
-        .expect("upload");
+    s.post(
+        "/sgt/public/upload_sgt_model_train_data",
+        s.body(json!({"name": name, "app_name": "bench", "train_data": pairs})),
+    )
+    .await
+    .expect("upload");
     let start = Instant::now();
     let mut best = f64::NEG_INFINITY;
     while start.elapsed() < Duration::from_secs(a.timeout) {
@@ -193,11 +206,21 @@ async fn learn_mode(s: Arc<Session>, a: &Args) -> Value {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(120)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
     let id = format!("bench-{}", std::process::id());
     let auth = json!({"key": a.system_key, "secret_id": id, "secret_key": "bench-secret", "doc": "", "end_time": "2099-01-01 00:00:00"});
-    let s = Arc::new(Session { http, url: a.url.clone(), creds: json!({"secret_id": id, "secret_key": "bench-secret"}) });
-    s.post("/sgt/private/update_auth_token", serde_json::to_vec(&auth).unwrap()).await.expect("update_auth_token");
+    let s = Arc::new(Session {
+        http,
+        url: a.url.clone(),
+        creds: json!({"secret_id": id, "secret_key": "bench-secret"}),
+    });
+    s.post("/sgt/private/update_auth_token", serde_json::to_vec(&auth).unwrap())
+        .await
+        .expect("update_auth_token");
     let result = match a.mode.as_str() {
         "create" => create_mode(s, &a).await,
         "learn" => learn_mode(s, &a).await,

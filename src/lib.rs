@@ -59,8 +59,13 @@ pub struct Config {
 impl Config {
     pub fn store_config(&self) -> StoreConfig {
         match self.store.as_str() {
-            "aws" => StoreConfig::Aws { table: self.table.clone(), bucket: self.bucket.clone() },
-            _ => StoreConfig::Embedded { dir: self.data_dir.clone() },
+            "aws" => StoreConfig::Aws {
+                table: self.table.clone(),
+                bucket: self.bucket.clone(),
+            },
+            _ => StoreConfig::Embedded {
+                dir: self.data_dir.clone(),
+            },
         }
     }
 }
@@ -75,7 +80,9 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-        let stores = Stores::open(&config.store_config()).await.context("opening the store")?;
+        let stores = Stores::open(&config.store_config())
+            .await
+            .context("opening the store")?;
         let system_key = match &config.system_key {
             Some(k) if !k.is_empty() => k.clone(),
             _ => stored_system_key(&config.data_dir)?,
@@ -104,16 +111,22 @@ impl Gateway {
         };
         let state = AppState::new(&stores, &api);
         let health = state.sidecar.clone();
-        let app = maas_functions::router(state, ROUTES.iter())
-            .route("/health", get(health_check).with_state(health));
-        let listener = tokio::net::TcpListener::bind(&config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+        let app = maas_functions::router(state, ROUTES.iter()).route("/health", get(health_check).with_state(health));
+        let listener = tokio::net::TcpListener::bind(&config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "server stopped");
             }
         });
-        Ok(Gateway { addr, system_key, sidecar, server })
+        Ok(Gateway {
+            addr,
+            system_key,
+            sidecar,
+            server,
+        })
     }
 
     pub fn stop(&self) {
@@ -155,7 +168,10 @@ fn stored_system_key(dir: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir)?;
     let key = random_token();
     write_private(&path, &key)?;
-    println!("MAAS_SYSTEM_KEY was not set; generated one (kept in {}):\n  {key}", path.display());
+    println!(
+        "MAAS_SYSTEM_KEY was not set; generated one (kept in {}):\n  {key}",
+        path.display()
+    );
     Ok(key)
 }
 

@@ -20,7 +20,10 @@ fn argon2() -> Argon2<'static> {
 /// The PHC string to store for `secret`.
 pub fn hash_secret(secret: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
-    argon2().hash_password(secret.as_bytes(), &salt).expect("argon2 hashing cannot fail with valid params").to_string()
+    argon2()
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("argon2 hashing cannot fail with valid params")
+        .to_string()
 }
 
 /// A hash no secret matches, verified instead when an id is unknown so that unknown ids cost
@@ -52,7 +55,9 @@ pub struct SecretVerifier {
 
 impl Default for SecretVerifier {
     fn default() -> Self {
-        SecretVerifier { verified: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))) }
+        SecretVerifier {
+            verified: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
+        }
     }
 }
 
@@ -67,11 +72,19 @@ impl SecretVerifier {
             .chain_update(phc.as_bytes())
             .finalize()
             .into();
-        if self.verified.lock().expect("lock").get(&digest).is_some_and(|t| t.elapsed() < REMEMBER) {
+        if self
+            .verified
+            .lock()
+            .expect("lock")
+            .get(&digest)
+            .is_some_and(|t| t.elapsed() < REMEMBER)
+        {
             return true;
         }
         let (secret, phc) = (secret.to_string(), phc.to_string());
-        let ok = tokio::task::spawn_blocking(move || verify_hash(&secret, &phc)).await.unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify_hash(&secret, &phc))
+            .await
+            .unwrap_or(false);
         if ok {
             self.verified.lock().expect("lock").put(digest, Instant::now());
         }

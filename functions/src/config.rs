@@ -24,7 +24,9 @@ impl ApiConfig {
     pub fn from_env() -> anyhow::Result<ApiConfig> {
         let required = |name: &str| var(name).ok_or_else(|| anyhow::anyhow!("{name} must be set"));
         let store = match var("MAAS_STORE").as_deref() {
-            Some("embedded") => StoreConfig::Embedded { dir: var("MAAS_DATA_DIR").unwrap_or_else(|| "./.maas".into()).into() },
+            Some("embedded") => StoreConfig::Embedded {
+                dir: var("MAAS_DATA_DIR").unwrap_or_else(|| "./.maas".into()).into(),
+            },
             _ => StoreConfig::Aws {
                 table: var("MAAS_TABLE").unwrap_or_else(|| "maas".into()),
                 bucket: var("MAAS_BUCKET").unwrap_or_else(|| "maas-blobs".into()),
@@ -36,7 +38,9 @@ impl ApiConfig {
             sidecar_secret: required("MAAS_SIDECAR_SECRET")?,
             system_key: required("MAAS_SYSTEM_KEY")?,
             body_limit: match var("MAAS_BODY_LIMIT") {
-                Some(v) => v.parse().map_err(|_| anyhow::anyhow!("MAAS_BODY_LIMIT must be a number of bytes"))?,
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("MAAS_BODY_LIMIT must be a number of bytes"))?,
                 None => DEFAULT_BODY_LIMIT,
             },
         })

@@ -74,7 +74,10 @@ struct SgtFailure<'a> {
 /// Every SGT failure is HTTP 400 with `{"exception", "message"}`, as documented.
 impl IntoResponse for SgtError {
     fn into_response(self) -> Response {
-        let body = SgtFailure { exception: self.exception(), message: self.to_string() };
+        let body = SgtFailure {
+            exception: self.exception(),
+            message: self.to_string(),
+        };
         (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
     }
 }
@@ -113,10 +116,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for SgtJson<T> {
 /// than serde_json: SGT bodies are mostly numbers, and number parsing dominated the run path.
 pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, SgtError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(SgtError::Validation("request body is empty; expected a JSON object".into()));
+        return Err(SgtError::Validation(
+            "request body is empty; expected a JSON object".into(),
+        ));
     }
     sonic_rs::from_slice(bytes).map_err(|e| {
-        let what = if e.is_syntax() || e.is_eof() { "malformed JSON" } else { "invalid request" };
+        let what = if e.is_syntax() || e.is_eof() {
+            "malformed JSON"
+        } else {
+            "invalid request"
+        };
         SgtError::Validation(format!("{what}: {e}"))
     })
 }
@@ -143,7 +152,11 @@ pub fn common_layers(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -8,7 +8,10 @@ use maas_functions::ROUTES;
 use serde_yaml::Value;
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn template() -> Value {
@@ -24,15 +27,26 @@ fn functions(t: &Value) -> BTreeMap<String, (String, String, String)> {
             continue;
         }
         let id = id.as_str().unwrap().to_string();
-        assert_eq!(res["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{id}");
-        let binary = res["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap_or_else(|| panic!("{id} has no Binary"));
-        let events = res["Properties"]["Events"].as_mapping().unwrap_or_else(|| panic!("{id} has no events"));
+        assert_eq!(
+            res["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda"),
+            "{id}"
+        );
+        let binary = res["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id} has no Binary"));
+        let events = res["Properties"]["Events"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{id} has no events"));
         assert_eq!(events.len(), 1, "{id} has exactly one event");
         let ev = events.values().next().unwrap();
         assert_eq!(ev["Type"].as_str(), Some("HttpApi"), "{id}");
         let method = ev["Properties"]["Method"].as_str().unwrap().to_uppercase();
         let path = ev["Properties"]["Path"].as_str().unwrap().to_string();
-        assert!(out.insert(binary.to_string(), (id, method, path)).is_none(), "two functions build {binary}");
+        assert!(
+            out.insert(binary.to_string(), (id, method, path)).is_none(),
+            "two functions build {binary}"
+        );
     }
     out
 }
@@ -42,7 +56,9 @@ fn the_template_has_exactly_one_function_per_route() {
     let fns = functions(&template());
     assert_eq!(fns.len(), ROUTES.len(), "functions: {:?}", fns.keys());
     for r in ROUTES {
-        let (id, method, path) = fns.get(r.name).unwrap_or_else(|| panic!("no function builds {}", r.name));
+        let (id, method, path) = fns
+            .get(r.name)
+            .unwrap_or_else(|| panic!("no function builds {}", r.name));
         assert_eq!((method.as_str(), path.as_str()), (r.method, r.path), "{id}");
     }
 }
@@ -58,9 +74,16 @@ fn every_route_has_a_lambda_binary_and_a_sample_event() {
         assert_eq!(v["requestContext"]["http"]["method"], r.method, "{}", r.name);
         assert_eq!(v["rawPath"], r.path, "{}", r.name);
     }
-    let bins = std::fs::read_dir(repo_root().join("functions/src/bin")).unwrap().count();
-    let events = std::fs::read_dir(repo_root().join("events")).unwrap().filter(|e| {
-        e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")
-    }).count();
-    assert_eq!((bins, events), (ROUTES.len(), ROUTES.len()), "no stray binaries or events");
+    let bins = std::fs::read_dir(repo_root().join("functions/src/bin"))
+        .unwrap()
+        .count();
+    let events = std::fs::read_dir(repo_root().join("events"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(
+        (bins, events),
+        (ROUTES.len(), ROUTES.len()),
+        "no stray binaries or events"
+    );
 }

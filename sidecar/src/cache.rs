@@ -31,7 +31,10 @@ pub enum LoadError {
 impl ModelCache {
     pub fn new(capacity: usize, device: Device) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("non-zero");
-        ModelCache { entries: Mutex::new(LruCache::new(cap)), device }
+        ModelCache {
+            entries: Mutex::new(LruCache::new(cap)),
+            device,
+        }
     }
 
     fn cached(&self, model_id: &str) -> Option<(u64, Arc<Mlp>)> {
@@ -88,9 +91,14 @@ impl ModelCache {
         let ck = decode_checkpoint(bytes, &self.device).map_err(failed)?;
         let widths = std_widths(model.in_size as usize, model.out_size as usize);
         if ck.widths != widths {
-            return Err(LoadError::Failed(format!("checkpoint widths {:?} do not fit the model", ck.widths)));
+            return Err(LoadError::Failed(format!(
+                "checkpoint widths {:?} do not fit the model",
+                ck.widths
+            )));
         }
-        Ensemble::from_tensors(&widths, ck.best, &ck.tensors).and_then(|e| e.member(ck.best)).map_err(failed)
+        Ensemble::from_tensors(&widths, ck.best, &ck.tensors)
+            .and_then(|e| e.member(ck.best))
+            .map_err(failed)
     }
 }
 

@@ -19,7 +19,11 @@ pub fn std_widths(in_size: usize, out_size: usize) -> Vec<usize> {
     let mut h = in_size.clamp(32, 1024);
     let mut widths = vec![in_size, h];
     while h != target {
-        h = if h > target { (h / 2).max(target) } else { (h * 2).min(target) };
+        h = if h > target {
+            (h / 2).max(target)
+        } else {
+            (h * 2).min(target)
+        };
         widths.push(h);
     }
     widths.push(out_size);
@@ -49,7 +53,8 @@ impl Ensemble {
     /// untrained model answers the same way on every sidecar.
     pub fn init(widths: &[usize], members: usize, seed: u64, device: &Device) -> Result<Self> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut uniform = |n: usize, bound: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let mut uniform =
+            |n: usize, bound: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
         let (mut weights, mut biases) = (Vec::new(), Vec::new());
         for pair in widths.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -57,7 +62,12 @@ impl Ensemble {
             weights.push(Var::from_vec(uniform(members * a * b, bound), (members, a, b), device)?);
             biases.push(Var::from_vec(uniform(members * b, bound), (members, 1, b), device)?);
         }
-        Ok(Ensemble { widths: widths.to_vec(), weights, biases, best: 0 })
+        Ok(Ensemble {
+            widths: widths.to_vec(),
+            weights,
+            biases,
+            best: 0,
+        })
     }
 
     pub fn members(&self) -> usize {
@@ -80,7 +90,11 @@ impl Ensemble {
 
     /// Mean squared error of each member: `[K]`.
     pub fn member_losses(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-        self.forward(x)?.broadcast_sub(y)?.sqr()?.mean(D::Minus1)?.mean(D::Minus1)
+        self.forward(x)?
+            .broadcast_sub(y)?
+            .sqr()?
+            .mean(D::Minus1)?
+            .mean(D::Minus1)
     }
 
     pub fn vars(&self) -> Vec<Var> {
@@ -89,8 +103,16 @@ impl Ensemble {
 
     /// One member as a standalone network for inference.
     pub fn member(&self, i: usize) -> Result<Mlp> {
-        let weights = self.weights.iter().map(|w| w.get(i)?.contiguous()).collect::<Result<_>>()?;
-        let biases = self.biases.iter().map(|b| b.get(i)?.squeeze(0)?.contiguous()).collect::<Result<_>>()?;
+        let weights = self
+            .weights
+            .iter()
+            .map(|w| w.get(i)?.contiguous())
+            .collect::<Result<_>>()?;
+        let biases = self
+            .biases
+            .iter()
+            .map(|b| b.get(i)?.squeeze(0)?.contiguous())
+            .collect::<Result<_>>()?;
         Ok(Mlp { weights, biases })
     }
 
@@ -107,7 +129,10 @@ impl Ensemble {
     /// Rebuilds an ensemble from checkpoint tensors.
     pub fn from_tensors(widths: &[usize], best: usize, tensors: &HashMap<String, Tensor>) -> Result<Self> {
         let get = |name: String| {
-            tensors.get(&name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks {name}")))
+            tensors
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks {name}")))
         };
         let (mut weights, mut biases) = (Vec::new(), Vec::new());
         for (l, pair) in widths.windows(2).enumerate() {
@@ -115,7 +140,12 @@ impl Ensemble {
             let b = get(format!("layers.{l}.bias"))?.to_dtype(DType::F32)?;
             let k = w.dim(0)?;
             if w.dims() != [k, pair[0], pair[1]] || b.dims() != [k, 1, pair[1]] {
-                candle_core::bail!("layer {l} has shape {:?}, expected [K, {}, {}]", w.dims(), pair[0], pair[1]);
+                candle_core::bail!(
+                    "layer {l} has shape {:?}, expected [K, {}, {}]",
+                    w.dims(),
+                    pair[0],
+                    pair[1]
+                );
             }
             weights.push(Var::from_tensor(&w)?);
             biases.push(Var::from_tensor(&b)?);
@@ -123,7 +153,12 @@ impl Ensemble {
         if best >= weights[0].dim(0)? {
             candle_core::bail!("best member {best} out of range");
         }
-        Ok(Ensemble { widths: widths.to_vec(), weights, biases, best })
+        Ok(Ensemble {
+            widths: widths.to_vec(),
+            weights,
+            biases,
+            best,
+        })
     }
 }
 
@@ -197,14 +232,25 @@ mod tests {
         let xt = Tensor::from_vec(x.clone(), (4, 5), &dev).unwrap();
         let out: Vec<Vec<Vec<f32>>> = ens.forward(&xt).unwrap().to_vec3().unwrap();
         for k in 0..3 {
-            let ws: Vec<Vec<Vec<f32>>> = ens.weights.iter().map(|w| w.get(k).unwrap().to_vec2().unwrap()).collect();
-            let bs: Vec<Vec<f32>> = ens.biases.iter().map(|b| b.get(k).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+            let ws: Vec<Vec<Vec<f32>>> = ens
+                .weights
+                .iter()
+                .map(|w| w.get(k).unwrap().to_vec2().unwrap())
+                .collect();
+            let bs: Vec<Vec<f32>> = ens
+                .biases
+                .iter()
+                .map(|b| b.get(k).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+                .collect();
             let single = ens.member(k).unwrap().forward(&xt).unwrap().to_vec2::<f32>().unwrap();
             for r in 0..4 {
                 let expected = reference_forward(&ws, &bs, &x[r * 5..r * 5 + 5]);
                 for j in 0..3 {
                     assert!((out[k][r][j] as f64 - expected[j]).abs() < 1e-5, "member {k} row {r}");
-                    assert!((single[r][j] as f64 - expected[j]).abs() < 1e-5, "single member {k} row {r}");
+                    assert!(
+                        (single[r][j] as f64 - expected[j]).abs() < 1e-5,
+                        "single member {k} row {r}"
+                    );
                 }
             }
         }
@@ -229,7 +275,12 @@ mod tests {
         let back = Ensemble::from_tensors(&widths, 1, &ens.tensors()).unwrap();
         assert_eq!(back.best, 1);
         let x = Tensor::ones((2, 4), DType::F32, &dev).unwrap();
-        let d = (ens.forward(&x).unwrap() - back.forward(&x).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        let d = (ens.forward(&x).unwrap() - back.forward(&x).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
         assert!(Ensemble::from_tensors(&std_widths(5, 2), 0, &ens.tensors()).is_err());
         assert!(Ensemble::from_tensors(&widths, 2, &ens.tensors()).is_err());

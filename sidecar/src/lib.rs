@@ -36,7 +36,14 @@ pub struct SidecarConfig {
 impl SidecarConfig {
     pub fn new(secret: impl Into<String>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        SidecarConfig { secret: secret.into(), queue: 256, compute: cores, trainers: 1, cache_models: 256, worker: WorkerConfig::default() }
+        SidecarConfig {
+            secret: secret.into(),
+            queue: 256,
+            compute: cores,
+            trainers: 1,
+            cache_models: 256,
+            worker: WorkerConfig::default(),
+        }
     }
 }
 

@@ -33,15 +33,23 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     maas_sidecar::single_threaded_kernels();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let store = match args.store.as_str() {
         "embedded" => StoreConfig::Embedded { dir: args.data_dir },
-        _ => StoreConfig::Aws { table: args.table, bucket: args.bucket },
+        _ => StoreConfig::Aws {
+            table: args.table,
+            bucket: args.bucket,
+        },
     };
     let stores = Stores::open(&store).await?;
     let mut cfg = maas_sidecar::SidecarConfig::new(args.secret);

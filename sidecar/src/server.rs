@@ -42,7 +42,9 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
 
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -50,7 +52,9 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(req, &state).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
         });
     }
 }
@@ -69,7 +73,11 @@ async fn route(req: Request<Incoming>, state: &ServerState) -> Reply {
 }
 
 fn authorised(req: &Request<Incoming>, secret: &str) -> bool {
-    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let given = req
+        .headers()
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     given.ct_eq(secret.as_bytes()).into()
 }
 
@@ -97,7 +105,9 @@ async fn run(req: Request<Incoming>, state: &ServerState) -> Reply {
     if mlp.in_size() != header.model.in_size as usize || mlp.out_size() != header.model.out_size as usize {
         return reply(StatusCode::BAD_REQUEST, "model shape does not match");
     }
-    let Ok(_slot) = state.compute.acquire().await else { return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down") };
+    let Ok(_slot) = state.compute.acquire().await else {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
     let device = state.device.clone();
     let out = tokio::task::spawn_blocking(move || forward(&mlp, &header, rows, &device)).await;
     match out {
@@ -110,7 +120,12 @@ async fn run(req: Request<Incoming>, state: &ServerState) -> Reply {
     }
 }
 
-fn forward(mlp: &crate::ensemble::Mlp, header: &RunHeader, rows: Vec<f32>, device: &Device) -> candle_core::Result<Vec<f32>> {
+fn forward(
+    mlp: &crate::ensemble::Mlp,
+    header: &RunHeader,
+    rows: Vec<f32>,
+    device: &Device,
+) -> candle_core::Result<Vec<f32>> {
     if header.rows == 0 {
         return Ok(Vec::new());
     }

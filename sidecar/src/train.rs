@@ -178,7 +178,9 @@ impl Trainer {
         if n <= self.cfg.batch {
             return Ok((self.x.clone(), self.y.clone()));
         }
-        let idx: Vec<u32> = (0..self.cfg.batch).map(|_| self.rng.random_range(0..n as u32)).collect();
+        let idx: Vec<u32> = (0..self.cfg.batch)
+            .map(|_| self.rng.random_range(0..n as u32))
+            .collect();
         let idx = Tensor::from_vec(idx, self.cfg.batch, self.x.device())?;
         Ok((self.x.index_select(&idx, 0)?, self.y.index_select(&idx, 0)?))
     }
@@ -223,7 +225,11 @@ impl Trainer {
     }
 
     pub fn progress(&self) -> Progress {
-        Progress { step: self.step, loss: self.best_loss, flat: self.is_flat() }
+        Progress {
+            step: self.step,
+            loss: self.best_loss,
+            flat: self.is_flat(),
+        }
     }
 
     /// True when more steps would not help: the loss stopped improving, is negligible, or the
@@ -232,8 +238,15 @@ impl Trainer {
         if self.step >= self.cfg.max_steps || self.best_loss < 1e-7 || !self.best_loss.is_finite() {
             return true;
         }
-        let Some(&(last_step, last)) = self.history.last() else { return false };
-        let Some(&(_, before)) = self.history.iter().rev().find(|(s, _)| last_step - s >= self.cfg.window) else {
+        let Some(&(last_step, last)) = self.history.last() else {
+            return false;
+        };
+        let Some(&(_, before)) = self
+            .history
+            .iter()
+            .rev()
+            .find(|(s, _)| last_step - s >= self.cfg.window)
+        else {
             return false;
         };
         (before - last) / before < self.cfg.min_improvement
@@ -254,7 +267,12 @@ impl Trainer {
         for (name, t) in self.adam.state() {
             tensors.insert(name, t.clone());
         }
-        let meta = CheckpointMeta { widths: self.ens.widths.clone(), best: self.ens.best, step: self.step, loss: self.best_loss };
+        let meta = CheckpointMeta {
+            widths: self.ens.widths.clone(),
+            best: self.ens.best,
+            step: self.step,
+            loss: self.best_loss,
+        };
         encode_checkpoint(&tensors, &meta)
     }
 }
@@ -300,14 +318,22 @@ pub fn decode_checkpoint(bytes: &[u8], device: &Device) -> Result<Checkpoint> {
         return Err(bad("unknown format"));
     }
     let field = |k: &str| info.get(k).cloned().ok_or_else(|| bad(k));
-    let widths = field("widths")?.split(',').map(|w| w.parse::<usize>().map_err(|_| bad("widths"))).collect::<Result<Vec<_>>>()?;
+    let widths = field("widths")?
+        .split(',')
+        .map(|w| w.parse::<usize>().map_err(|_| bad("widths")))
+        .collect::<Result<Vec<_>>>()?;
     let best = field("best")?.parse().map_err(|_| bad("best"))?;
     let step = field("step")?.parse().map_err(|_| bad("step"))?;
     let tensors = candle_core::safetensors::load_buffer(bytes, device)?
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
         .collect::<Result<_>>()?;
-    Ok(Checkpoint { widths, best, step, tensors })
+    Ok(Checkpoint {
+        widths,
+        best,
+        step,
+        tensors,
+    })
 }
 
 #[cfg(test)]
@@ -318,8 +344,14 @@ mod tests {
     fn data(n: usize, dev: &Device) -> (Tensor, Tensor) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let x: Vec<f32> = (0..n * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let y: Vec<f32> = x.chunks(3).map(|r| 0.8 * (r[0] * 1.5 - r[1] + 0.5 * r[2]).tanh()).collect();
-        (Tensor::from_vec(x, (n, 3), dev).unwrap(), Tensor::from_vec(y, (n, 1), dev).unwrap())
+        let y: Vec<f32> = x
+            .chunks(3)
+            .map(|r| 0.8 * (r[0] * 1.5 - r[1] + 0.5 * r[2]).tanh())
+            .collect();
+        (
+            Tensor::from_vec(x, (n, 3), dev).unwrap(),
+            Tensor::from_vec(y, (n, 1), dev).unwrap(),
+        )
     }
 
     #[test]
@@ -327,11 +359,27 @@ mod tests {
         let dev = Device::Cpu;
         let ens = Ensemble::init(&std_widths(3, 1), 4, 2, &dev).unwrap();
         let (x, y) = data(64, &dev);
-        let grads = ens.member_losses(&x, &y).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = ens
+            .member_losses(&x, &y)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (i, var) in ens.vars().iter().enumerate() {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("var {i} got no gradient"));
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("var {i} got no gradient"));
             // Every member of every layer must learn, not just the first.
-            let per_member = g.abs().unwrap().flatten_from(1).unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            let per_member = g
+                .abs()
+                .unwrap()
+                .flatten_from(1)
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             assert!(per_member.iter().all(|&s| s > 0.0), "var {i}: {per_member:?}");
         }
     }
@@ -365,7 +413,10 @@ mod tests {
         let dev = Device::Cpu;
         let (x, y) = data(512, &dev);
         let ens = Ensemble::init(&std_widths(3, 1), 4, 9, &dev).unwrap();
-        let cfg = TrainConfig { max_steps: 4000, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            max_steps: 4000,
+            ..TrainConfig::default()
+        };
         let mut t = Trainer::new(ens, x.clone(), y.clone(), cfg).unwrap();
         let start = t.best_loss;
         let p = t.train_for(Duration::from_secs(120)).unwrap();
@@ -373,8 +424,23 @@ mod tests {
         assert!(p.loss < start / 100.0, "loss {} from {start}", p.loss);
         // The best member answers, and it fits: R^2 close to 1.
         let pred = t.ens.member(t.ens.best).unwrap().forward(&x).unwrap();
-        let var = y.broadcast_sub(&y.mean_all().unwrap()).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
-        let mse = (pred - &y).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        let var = y
+            .broadcast_sub(&y.mean_all().unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let mse = (pred - &y)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(1.0 - mse / var > 0.99, "r2 {}", 1.0 - mse / var);
     }
 
@@ -383,7 +449,13 @@ mod tests {
         let dev = Device::Cpu;
         let (x, y) = data(64, &dev);
         let widths = std_widths(3, 1);
-        let mut t = Trainer::new(Ensemble::init(&widths, 2, 1, &dev).unwrap(), x.clone(), y.clone(), TrainConfig::default()).unwrap();
+        let mut t = Trainer::new(
+            Ensemble::init(&widths, 2, 1, &dev).unwrap(),
+            x.clone(),
+            y.clone(),
+            TrainConfig::default(),
+        )
+        .unwrap();
         for _ in 0..25 {
             t.step().unwrap();
         }
@@ -392,7 +464,10 @@ mod tests {
         let mut resumed = Trainer::resume(&widths, &ck, x, y, TrainConfig::default()).unwrap();
         assert_eq!(resumed.adam.t, 25);
         let a = t.ens.forward(&Tensor::ones((1, 3), DType::F32, &dev).unwrap()).unwrap();
-        let b = resumed.ens.forward(&Tensor::ones((1, 3), DType::F32, &dev).unwrap()).unwrap();
+        let b = resumed
+            .ens
+            .forward(&Tensor::ones((1, 3), DType::F32, &dev).unwrap())
+            .unwrap();
         assert_eq!(a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
         resumed.step().unwrap();
         assert_eq!(resumed.step, 26);
@@ -408,7 +483,8 @@ mod tests {
         let w = &ens.weights[0];
         let big = (w.as_tensor().narrow(0, 2, 1).unwrap() * 50.0).unwrap();
         let (a, b) = (w.dim(1).unwrap(), w.dim(2).unwrap());
-        w.set(&w.as_tensor().slice_assign(&[2..3, 0..a, 0..b], &big).unwrap()).unwrap();
+        w.set(&w.as_tensor().slice_assign(&[2..3, 0..a, 0..b], &big).unwrap())
+            .unwrap();
         let t = Trainer::new(ens, x.clone(), y.clone(), TrainConfig::default()).unwrap();
         let losses: Vec<f32> = t.ens.member_losses(&x, &y).unwrap().to_vec1().unwrap();
         let best = losses[t.ens.best];

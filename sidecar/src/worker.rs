@@ -79,7 +79,9 @@ impl Worker {
 
     /// Trains one claimed job until it is done, its lease is lost, or its model is gone.
     pub async fn train(&self, mut job: TrainJob) -> Result<(), Failure> {
-        let Some(model) = self.repo.get::<SgtModel>(&job.model_key()).await? else { return Ok(()) };
+        let Some(model) = self.repo.get::<SgtModel>(&job.model_key()).await? else {
+            return Ok(());
+        };
         if model.model_id != job.model_id {
             return Ok(());
         }
@@ -98,7 +100,16 @@ impl Worker {
             let progress = progress?;
             let blob = format!("sgt/{}/ckpt/{}.safetensors", job.model_id, uuid::Uuid::new_v4());
             self.repo.blobs.put(&blob, trainer.checkpoint()?.into()).await?;
-            let beat = self.repo.heartbeat(&job, &self.id, self.lease_ms(), (progress.step, progress.loss), Some(blob.clone())).await;
+            let beat = self
+                .repo
+                .heartbeat(
+                    &job,
+                    &self.id,
+                    self.lease_ms(),
+                    (progress.step, progress.loss),
+                    Some(blob.clone()),
+                )
+                .await;
             let (next_job, model) = match beat {
                 Ok(v) => v,
                 Err(e) => {
@@ -139,12 +150,21 @@ impl Worker {
     }
 
     async fn prune(&self, model_id: &str, keep: &str) {
-        let Ok(blobs) = self.repo.blobs.list(&format!("sgt/{model_id}/ckpt/")).await else { return };
-        let current = self.repo.get::<TrainJob>(&TrainJob::key_for(model_id)).await.ok().flatten();
+        let Ok(blobs) = self.repo.blobs.list(&format!("sgt/{model_id}/ckpt/")).await else {
+            return;
+        };
+        let current = self
+            .repo
+            .get::<TrainJob>(&TrainJob::key_for(model_id))
+            .await
+            .ok()
+            .flatten();
         if current.is_none() {
             return;
         }
-        let Ok(Some(model)) = self.repo.get::<SgtModel>(&current.expect("job").model_key()).await else { return };
+        let Ok(Some(model)) = self.repo.get::<SgtModel>(&current.expect("job").model_key()).await else {
+            return;
+        };
         let live = model.checkpoint.map(|c| c.blob).unwrap_or_default();
         for b in blobs.into_iter().filter(|b| b != keep && *b != live) {
             self.repo.blobs.delete(&b).await.ok();
@@ -183,7 +203,11 @@ impl Worker {
         if n == 0 {
             return Err("no training data".into());
         }
-        Ok((version, Tensor::from_vec(xs, (n, i), &self.device)?, Tensor::from_vec(ys, (n, o), &self.device)?))
+        Ok((
+            version,
+            Tensor::from_vec(xs, (n, i), &self.device)?,
+            Tensor::from_vec(ys, (n, o), &self.device)?,
+        ))
     }
 }
 

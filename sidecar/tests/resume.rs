@@ -10,11 +10,31 @@ use maas_store::records::training::{JobStatus, TrainJob};
 use maas_store::{aws, StoreConfig, Stores};
 
 fn sidecar(table: &str, bucket: &str) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     Command::new(env!("CARGO_BIN_EXE_maas-sidecar"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--store", "aws", "--table", table, "--bucket", bucket])
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--store",
+            "aws",
+            "--table",
+            table,
+            "--bucket",
+            bucket,
+        ])
         // Patience high enough that the job cannot finish before it is killed.
-        .args(["--lease-secs", "2", "--checkpoint-secs", "1", "--train-patience-steps", "10000000"])
+        .args([
+            "--lease-secs",
+            "2",
+            "--checkpoint-secs",
+            "1",
+            "--train-patience-steps",
+            "10000000",
+        ])
         .env("MAAS_SIDECAR_SECRET", "s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -28,18 +48,36 @@ fn kill(mut c: Child) {
 }
 
 async fn snapshot(repo: &SgtRepo, model: &SgtModel) -> (SgtModel, TrainJob) {
-    let m = repo.get_model(&model.owner, &model.app_name, &model.name).await.unwrap().unwrap();
-    let j = repo.get::<TrainJob>(&TrainJob::key_for(&model.model_id)).await.unwrap().unwrap();
+    let m = repo
+        .get_model(&model.owner, &model.app_name, &model.name)
+        .await
+        .unwrap()
+        .unwrap();
+    let j = repo
+        .get::<TrainJob>(&TrainJob::key_for(&model.model_id))
+        .await
+        .unwrap()
+        .unwrap();
     (m, j)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
-    assert!(std::env::var("AWS_ENDPOINT_URL").is_ok(), "AWS_ENDPOINT_URL is not set: run `eval \"$(localstack/up)\"` first");
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "AWS_ENDPOINT_URL is not set: run `eval \"$(localstack/up)\"` first"
+    );
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (table, bucket) = (format!("resume-{id}"), format!("resume-{}", &id[..20]));
     aws::provision(&aws::sdk_config().await, &table, &bucket).await.unwrap();
-    let repo = SgtRepo::new(&Stores::open(&StoreConfig::Aws { table: table.clone(), bucket: bucket.clone() }).await.unwrap());
+    let repo = SgtRepo::new(
+        &Stores::open(&StoreConfig::Aws {
+            table: table.clone(),
+            bucket: bucket.clone(),
+        })
+        .await
+        .unwrap(),
+    );
     let model = SgtModel {
         model_id: id.clone(),
         owner: "u".into(),
@@ -67,7 +105,10 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
         values.push(0.8 * (x[0] * x[1] - x[2] + 0.3 * x[3]).tanh() + noise);
     }
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    repo.append_train_data("u", "a", "m", 2048, bytes.into()).await.map_err(|_| "append").unwrap();
+    repo.append_train_data("u", "a", "m", 2048, bytes.into())
+        .await
+        .map_err(|_| "append")
+        .unwrap();
 
     let first_sidecar = sidecar(&table, &bucket);
     let started = Instant::now();
@@ -76,7 +117,10 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
         if m.checkpoint.as_ref().is_some_and(|c| c.version >= 3) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoints from the first sidecar");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints from the first sidecar"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     kill(first_sidecar);
@@ -92,7 +136,10 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
         if m.checkpoint.as_ref().is_some_and(|c| c.version > first.version) || j.status == JobStatus::Done {
             break (m, j);
         }
-        assert!(restarted.elapsed() < Duration::from_secs(60), "the job was never taken over");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "the job was never taken over"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     kill(second_sidecar);
@@ -100,6 +147,16 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
     assert_ne!(j2.lease_owner, j1.lease_owner, "a different sidecar holds the job");
     // The second sidecar waited out the 2 s lease and trained one ~1 s slice: a step count past
     // the ~3 s the first one had reached proves it resumed the counter and the weights.
-    assert!(second.step > first.step, "resumed at {} after a checkpoint at {}", second.step, first.step);
-    assert!(second.loss <= first.loss * 3.0, "loss went back up: {} -> {}", first.loss, second.loss);
+    assert!(
+        second.step > first.step,
+        "resumed at {} after a checkpoint at {}",
+        second.step,
+        first.step
+    );
+    assert!(
+        second.loss <= first.loss * 3.0,
+        "loss went back up: {} -> {}",
+        first.loss,
+        second.loss
+    );
 }

@@ -6,7 +6,11 @@ use maas_store::{StoreConfig, Stores};
 
 async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(&StoreConfig::Embedded { dir: dir.path().to_path_buf() }).await.unwrap();
+    let stores = Stores::open(&StoreConfig::Embedded {
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = SidecarConfig::new("right-secret");
     cfg.queue = queue;
@@ -14,7 +18,14 @@ async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
 }
 
 fn model(in_size: u32, out_size: u32) -> ModelRef {
-    ModelRef { model_id: "m".into(), model_type: "std".into(), in_size, out_size, seed: 3, checkpoint: None }
+    ModelRef {
+        model_id: "m".into(),
+        model_type: "std".into(),
+        in_size,
+        out_size,
+        seed: 3,
+        checkpoint: None,
+    }
 }
 
 #[tokio::test]
@@ -22,11 +33,20 @@ async fn runs_answer_one_output_row_per_input_row() {
     let (sidecar, _dir) = start(8).await;
     let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
     client.health().await.unwrap();
-    let out = client.run(&model(3, 2), &[0.1, 0.2, 0.3, -1.0, 0.0, 1.0]).await.unwrap();
+    let out = client
+        .run(&model(3, 2), &[0.1, 0.2, 0.3, -1.0, 0.0, 1.0])
+        .await
+        .unwrap();
     assert_eq!(out.len(), 4);
     assert!(client.run(&model(3, 2), &[]).await.unwrap().is_empty());
-    let unknown = ModelRef { model_type: "nope".into(), ..model(3, 2) };
-    assert!(matches!(client.run(&unknown, &[0.0; 3]).await, Err(SidecarError::Rejected(_))));
+    let unknown = ModelRef {
+        model_type: "nope".into(),
+        ..model(3, 2)
+    };
+    assert!(matches!(
+        client.run(&unknown, &[0.0; 3]).await,
+        Err(SidecarError::Rejected(_))
+    ));
 }
 
 #[tokio::test]
@@ -34,21 +54,35 @@ async fn a_wrong_secret_is_refused_but_health_needs_none() {
     let (sidecar, _dir) = start(8).await;
     let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "wrong-secret");
     client.health().await.unwrap();
-    assert!(matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Rejected(m)) if m.contains("secret")));
+    assert!(
+        matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Rejected(m)) if m.contains("secret"))
+    );
 }
 
 #[tokio::test]
 async fn a_full_queue_answers_busy_instead_of_piling_up_work() {
     let (sidecar, _dir) = start(0).await;
     let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
-    assert!(matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Busy)));
+    assert!(matches!(
+        client.run(&model(2, 1), &[0.0, 0.0]).await,
+        Err(SidecarError::Busy)
+    ));
 }
 
 #[tokio::test]
 async fn a_superseded_checkpoint_is_reported_as_stale_not_as_a_failure() {
     let (sidecar, _dir) = start(8).await;
     let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
-    let gone = maas_sidecar_client::CheckpointRef { blob: "sgt/m/ckpt/removed.safetensors".into(), version: 7 };
-    let stale = ModelRef { checkpoint: Some(gone), ..model(2, 1) };
-    assert!(matches!(client.run(&stale, &[0.0, 0.0]).await, Err(SidecarError::Stale)));
+    let gone = maas_sidecar_client::CheckpointRef {
+        blob: "sgt/m/ckpt/removed.safetensors".into(),
+        version: 7,
+    };
+    let stale = ModelRef {
+        checkpoint: Some(gone),
+        ..model(2, 1)
+    };
+    assert!(matches!(
+        client.run(&stale, &[0.0, 0.0]).await,
+        Err(SidecarError::Stale)
+    ));
 }

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -40,7 +39,10 @@ pub struct DynamoTable {
 
 impl DynamoTable {
     pub fn new(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {
-        DynamoTable { client, name: name.into() }
+        DynamoTable {
+            client,
+            name: name.into(),
+        }
     }
 }
 
@@ -49,7 +51,9 @@ fn to_av(item: &Item) -> StoreResult<HashMap<String, AttributeValue>> {
 }
 
 fn from_av(av: HashMap<String, AttributeValue>) -> StoreResult<Item> {
-    serde_dynamo::from_item(av).map(Item).map_err(|e| StoreError::Corrupt("dynamodb".into(), e.to_string()))
+    serde_dynamo::from_item(av)
+        .map(Item)
+        .map_err(|e| StoreError::Corrupt("dynamodb".into(), e.to_string()))
 }
 
 fn key_av(key: &Key) -> HashMap<String, AttributeValue> {
@@ -95,13 +99,20 @@ where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_string();
+    let code = e
+        .as_service_error()
+        .and_then(|s| s.code())
+        .unwrap_or_default()
+        .to_string();
     match code.as_str() {
         "ConditionalCheckFailedException" => StoreError::ConditionFailed,
         "TransactionCanceledException" if format!("{e:?}").contains("ConditionalCheckFailed") => {
             StoreError::ConditionFailed
         }
-        _ => StoreError::backend(format!("dynamodb {code}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e))),
+        _ => StoreError::backend(format!(
+            "dynamodb {code}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        )),
     }
 }
 
@@ -130,7 +141,10 @@ fn transact_item(w: Write, table: &str) -> StoreResult<Option<TransactWriteItem>
         }
         Write::Check { cond: Cond::Always, .. } => return Ok(None),
         Write::Check { key, cond } => {
-            let check = conditioned!(ConditionCheck::builder().table_name(table).set_key(Some(key_av(&key))), &cond);
+            let check = conditioned!(
+                ConditionCheck::builder().table_name(table).set_key(Some(key_av(&key))),
+                &cond
+            );
             b.condition_check(check.build().map_err(StoreError::backend)?)
         }
     };
@@ -206,11 +220,19 @@ impl Table for DynamoTable {
         // Single puts and deletes skip the transaction API: cheaper, and the same semantics.
         match (writes.len(), writes.pop()) {
             (1, Some(Write::Put { item, cond })) => {
-                let put = self.client.put_item().table_name(&self.name).set_item(Some(to_av(&item)?));
+                let put = self
+                    .client
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(to_av(&item)?));
                 conditioned!(put, &cond).send().await.map_err(sdk_err)?;
             }
             (1, Some(Write::Delete { key, cond })) => {
-                let del = self.client.delete_item().table_name(&self.name).set_key(Some(key_av(&key)));
+                let del = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.name)
+                    .set_key(Some(key_av(&key)));
                 conditioned!(del, &cond).send().await.map_err(sdk_err)?;
             }
             (_, last) => {
@@ -220,7 +242,12 @@ impl Table for DynamoTable {
                     items.extend(transact_item(w, &self.name)?);
                 }
                 if !items.is_empty() {
-                    self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(sdk_err)?;
+                    self.client
+                        .transact_write_items()
+                        .set_transact_items(Some(items))
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
                 }
             }
         }
@@ -235,12 +262,22 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        S3Blobs { client, bucket: bucket.into() }
+        S3Blobs {
+            client,
+            bucket: bucket.into(),
+        }
     }
 
     async fn put_multipart(&self, key: &str, data: Bytes) -> StoreResult<()> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        let up = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(s3_err)?;
+        let up = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_err)?;
         let id = up.upload_id().unwrap_or_default().to_string();
         let mut parts = Vec::new();
         for (i, chunk) in data.chunks(MULTIPART_PART).enumerate() {
@@ -258,7 +295,14 @@ impl S3Blobs {
             match part {
                 Ok(p) => parts.push(CompletedPart::builder().part_number(n).set_e_tag(p.e_tag).build()),
                 Err(e) => {
-                    let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&id).send().await;
+                    let _ = self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(&id)
+                        .send()
+                        .await;
                     return Err(s3_err(e));
                 }
             }
@@ -276,7 +320,9 @@ impl S3Blobs {
     }
 }
 
-fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(e: aws_sdk_s3::error::SdkError<E, R>) -> StoreError {
+fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+    e: aws_sdk_s3::error::SdkError<E, R>,
+) -> StoreError {
     StoreError::backend(format!("s3: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
 }
 
@@ -300,14 +346,22 @@ impl Blobs for S3Blobs {
 
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => Ok(Some(out.body.collect().await.map_err(StoreError::backend)?.into_bytes())),
+            Ok(out) => Ok(Some(
+                out.body.collect().await.map_err(StoreError::backend)?.into_bytes(),
+            )),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(s3_err(e)),
         }
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(s3_err)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_err)?;
         Ok(())
     }
 
@@ -325,7 +379,13 @@ impl Blobs for S3Blobs {
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(s3_err)?;
             out.extend(page.contents.unwrap_or_default().into_iter().filter_map(|o| o.key));
@@ -339,13 +399,23 @@ impl Blobs for S3Blobs {
 pub async fn provision(conf: &aws_config::SdkConfig, table: &str, bucket: &str) -> anyhow::Result<()> {
     let ddb = aws_sdk_dynamodb::Client::new(conf);
     if ddb.describe_table().table_name(table).send().await.is_err() {
-        let s = |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build();
+        let s = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
         let k = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build();
         let created = ddb
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .set_attribute_definitions(Some(vec![s(attr::PK)?, s(attr::SK)?, s(attr::GSI1PK)?, s(attr::GSI1SK)?]))
+            .set_attribute_definitions(Some(vec![
+                s(attr::PK)?,
+                s(attr::SK)?,
+                s(attr::GSI1PK)?,
+                s(attr::GSI1SK)?,
+            ]))
             .key_schema(k(attr::PK, KeyType::Hash)?)
             .key_schema(k(attr::SK, KeyType::Range)?)
             .global_secondary_indexes(
@@ -361,12 +431,20 @@ pub async fn provision(conf: &aws_config::SdkConfig, table: &str, bucket: &str) 
         if let Err(e) = created {
             // Another process may have created it between our describe and create.
             if !format!("{e:?}").contains("ResourceInUse") {
-                return Err(anyhow::anyhow!("create table {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)));
+                return Err(anyhow::anyhow!(
+                    "create table {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                ));
             }
         }
         ddb.update_time_to_live()
             .table_name(table)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attr::TTL).enabled(true).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr::TTL)
+                    .enabled(true)
+                    .build()?,
+            )
             .send()
             .await
             .ok();
@@ -376,7 +454,10 @@ pub async fn provision(conf: &aws_config::SdkConfig, table: &str, bucket: &str) 
         if let Err(e) = s3.create_bucket().bucket(bucket).send().await {
             let text = format!("{e:?}");
             if !text.contains("BucketAlreadyOwnedByYou") && !text.contains("BucketAlreadyExists") {
-                return Err(anyhow::anyhow!("create bucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+                return Err(anyhow::anyhow!(
+                    "create bucket {bucket}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ));
             }
         }
     }

@@ -30,7 +30,10 @@ impl Stores {
             StoreConfig::Aws { table, bucket } => {
                 let conf = crate::aws::sdk_config().await;
                 Ok(Stores {
-                    table: Arc::new(crate::aws::DynamoTable::new(aws_sdk_dynamodb::Client::new(&conf), table)),
+                    table: Arc::new(crate::aws::DynamoTable::new(
+                        aws_sdk_dynamodb::Client::new(&conf),
+                        table,
+                    )),
                     blobs: Arc::new(crate::aws::S3Blobs::new(crate::aws::s3_client(&conf), bucket)),
                 })
             }

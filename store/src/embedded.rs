@@ -65,7 +65,9 @@ impl EmbeddedTable {
 }
 
 fn decode(bytes: &[u8]) -> StoreResult<Item> {
-    serde_json::from_slice(bytes).map(Item).map_err(|e| StoreError::Corrupt("embedded".into(), e.to_string()))
+    serde_json::from_slice(bytes)
+        .map(Item)
+        .map_err(|e| StoreError::Corrupt("embedded".into(), e.to_string()))
 }
 
 fn read_item(items: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> StoreResult<Option<Item>> {
@@ -203,12 +205,16 @@ impl FileBlobs {
         // A crash mid-put leaves only a temporary file behind: sweep them on start.
         let _ = std::fs::remove_dir_all(root.join(".tmp"));
         std::fs::create_dir_all(root.join(".tmp")).map_err(db_err)?;
-        Ok(FileBlobs { root: root.to_path_buf() })
+        Ok(FileBlobs {
+            root: root.to_path_buf(),
+        })
     }
 
     fn path(&self, key: &str) -> StoreResult<PathBuf> {
         let safe = !key.is_empty()
-            && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with(".tmp"))
+            && key
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with(".tmp"))
             && !key.contains('\\');
         if !safe {
             return Err(StoreError::backend(format!("invalid blob key {key:?}")));
@@ -234,7 +240,9 @@ fn write_atomically(root: &Path, path: &Path, data: &[u8]) -> std::io::Result<()
 }
 
 fn list_under(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in entries {
         let path = entry?.path();
         if path.is_dir() {
@@ -272,7 +280,10 @@ impl Blobs for FileBlobs {
     }
 
     async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
-        let data = self.get(from).await?.ok_or_else(|| StoreError::backend(format!("no blob {from}")))?;
+        let data = self
+            .get(from)
+            .await?
+            .ok_or_else(|| StoreError::backend(format!("no blob {from}")))?;
         self.put(to, data).await
     }
 

@@ -19,10 +19,19 @@ pub enum Cond {
 /// One write in a transaction.
 #[derive(Clone, Debug)]
 pub enum Write {
-    Put { item: Item, cond: Cond },
-    Delete { key: Key, cond: Cond },
+    Put {
+        item: Item,
+        cond: Cond,
+    },
+    Delete {
+        key: Key,
+        cond: Cond,
+    },
     /// Asserts a condition on an item without writing it.
-    Check { key: Key, cond: Cond },
+    Check {
+        key: Key,
+        cond: Cond,
+    },
 }
 
 /// Which key a query walks.
@@ -44,11 +53,21 @@ pub struct Query {
 
 impl Query {
     pub fn primary(pk: impl Into<String>, sk_prefix: impl Into<String>) -> Self {
-        Query { index: Index::Primary, pk: pk.into(), sk_prefix: sk_prefix.into(), limit: None }
+        Query {
+            index: Index::Primary,
+            pk: pk.into(),
+            sk_prefix: sk_prefix.into(),
+            limit: None,
+        }
     }
 
     pub fn gsi1(pk: impl Into<String>, sk_prefix: impl Into<String>) -> Self {
-        Query { index: Index::Gsi1, pk: pk.into(), sk_prefix: sk_prefix.into(), limit: None }
+        Query {
+            index: Index::Gsi1,
+            pk: pk.into(),
+            sk_prefix: sk_prefix.into(),
+            limit: None,
+        }
     }
 }
 

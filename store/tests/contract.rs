@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use maas_store::aws;
-use maas_store::records::sgt::{Checkpoint, SgtModel, SgtRepo};
 use maas_store::item::Item;
+use maas_store::records::sgt::{Checkpoint, SgtModel, SgtRepo};
 use maas_store::{Cond, Key, Query, StoreConfig, StoreError, Stores, Write};
 use serde_json::json;
 
@@ -15,8 +15,15 @@ struct Backend {
 
 async fn embedded() -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(&StoreConfig::Embedded { dir: dir.path().to_path_buf() }).await.unwrap();
-    Backend { stores, _dir: Some(dir) }
+    let stores = Stores::open(&StoreConfig::Embedded {
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .unwrap();
+    Backend {
+        stores,
+        _dir: Some(dir),
+    }
 }
 
 /// A fresh table and bucket on the local AWS endpoint. The AWS half of the contract is not
@@ -65,7 +72,12 @@ on_both_backends!(
 
 async fn a_put_item_reads_back_with_its_attributes(b: Backend) {
     let t = &b.stores.table;
-    let it = item("P#1", "S#1", 3, json!({"name": "x", "n": 42, "f": 0.5, "flag": true, "list": [1, 2], "nested": {"a": "b"}}));
+    let it = item(
+        "P#1",
+        "S#1",
+        3,
+        json!({"name": "x", "n": 42, "f": 0.5, "flag": true, "list": [1, 2], "nested": {"a": "b"}}),
+    );
     t.put(it.clone(), Cond::Always).await.unwrap();
     let got = t.get(&Key::new("P#1", "S#1")).await.unwrap().unwrap();
     assert_eq!(got.version(), 3);
@@ -99,7 +111,9 @@ async fn not_exists_lets_exactly_one_of_eight_concurrent_writers_win(b: Backend)
 async fn version_conditions_reject_stale_writers(b: Backend) {
     let t = &b.stores.table;
     t.put(item("V", "1", 1, json!({})), Cond::NotExists).await.unwrap();
-    t.put(item("V", "1", 2, json!({"a": 1})), Cond::Version(1)).await.unwrap();
+    t.put(item("V", "1", 2, json!({"a": 1})), Cond::Version(1))
+        .await
+        .unwrap();
     let stale = t.put(item("V", "1", 2, json!({"a": 2})), Cond::Version(1)).await;
     assert!(matches!(stale, Err(StoreError::ConditionFailed)));
     let missing = t.put(item("V", "2", 1, json!({})), Cond::Version(0)).await;
@@ -109,18 +123,35 @@ async fn version_conditions_reject_stale_writers(b: Backend) {
 
 async fn a_failed_transaction_writes_nothing(b: Backend) {
     let t = &b.stores.table;
-    t.put(item("TX", "existing", 1, json!({"keep": true})), Cond::Always).await.unwrap();
+    t.put(item("TX", "existing", 1, json!({"keep": true})), Cond::Always)
+        .await
+        .unwrap();
     let writes = vec![
-        Write::Put { item: item("TX", "new", 0, json!({})), cond: Cond::NotExists },
-        Write::Delete { key: Key::new("TX", "existing"), cond: Cond::Always },
-        Write::Check { key: Key::new("TX", "absent"), cond: Cond::Exists },
+        Write::Put {
+            item: item("TX", "new", 0, json!({})),
+            cond: Cond::NotExists,
+        },
+        Write::Delete {
+            key: Key::new("TX", "existing"),
+            cond: Cond::Always,
+        },
+        Write::Check {
+            key: Key::new("TX", "absent"),
+            cond: Cond::Exists,
+        },
     ];
     assert!(matches!(t.write(writes).await, Err(StoreError::ConditionFailed)));
     assert!(t.get(&Key::new("TX", "new")).await.unwrap().is_none());
     assert!(t.get(&Key::new("TX", "existing")).await.unwrap().is_some());
     let ok = vec![
-        Write::Put { item: item("TX", "new", 0, json!({})), cond: Cond::NotExists },
-        Write::Delete { key: Key::new("TX", "existing"), cond: Cond::Version(1) },
+        Write::Put {
+            item: item("TX", "new", 0, json!({})),
+            cond: Cond::NotExists,
+        },
+        Write::Delete {
+            key: Key::new("TX", "existing"),
+            cond: Cond::Version(1),
+        },
     ];
     t.write(ok).await.unwrap();
     assert!(t.get(&Key::new("TX", "new")).await.unwrap().is_some());
@@ -132,7 +163,11 @@ async fn queries_walk_one_partition_by_sort_key_prefix(b: Backend) {
     for sk in ["A#2", "A#1", "B#1", "A#10"] {
         t.put(item("Q", sk, 0, json!({})), Cond::Always).await.unwrap();
     }
-    assert_eq!(t.query(&Query::primary("Q", "")).await.unwrap().len(), 4, "an empty prefix is the whole partition");
+    assert_eq!(
+        t.query(&Query::primary("Q", "")).await.unwrap().len(),
+        4,
+        "an empty prefix is the whole partition"
+    );
     t.put(item("Q2", "A#3", 0, json!({})), Cond::Always).await.unwrap();
     let got: Vec<String> = t
         .query(&Query::primary("Q", "A#"))
@@ -149,8 +184,12 @@ async fn queries_walk_one_partition_by_sort_key_prefix(b: Backend) {
 
 async fn the_index_holds_only_items_with_index_keys(b: Backend) {
     let t = &b.stores.table;
-    t.put(item("I", "1", 0, json!({"gsi1pk": "PUB", "gsi1sk": "b"})), Cond::Always).await.unwrap();
-    t.put(item("I", "2", 0, json!({"gsi1pk": "PUB", "gsi1sk": "a"})), Cond::Always).await.unwrap();
+    t.put(item("I", "1", 0, json!({"gsi1pk": "PUB", "gsi1sk": "b"})), Cond::Always)
+        .await
+        .unwrap();
+    t.put(item("I", "2", 0, json!({"gsi1pk": "PUB", "gsi1sk": "a"})), Cond::Always)
+        .await
+        .unwrap();
     t.put(item("I", "3", 0, json!({})), Cond::Always).await.unwrap();
     let sks = |items: Vec<Item>| items.iter().map(|i| i.key().unwrap().sk).collect::<Vec<_>>();
     assert_eq!(sks(t.query(&Query::gsi1("PUB", "")).await.unwrap()), ["2", "1"]);
@@ -164,18 +203,28 @@ async fn the_index_holds_only_items_with_index_keys(b: Backend) {
 async fn expired_items_are_invisible_and_count_as_absent(b: Backend) {
     let t = &b.stores.table;
     let past = maas_store::now_secs() - 10;
-    t.put(item("T", "old", 0, json!({"ttl": past})), Cond::Always).await.unwrap();
+    t.put(item("T", "old", 0, json!({"ttl": past})), Cond::Always)
+        .await
+        .unwrap();
     assert!(t.get(&Key::new("T", "old")).await.unwrap().is_none());
     assert!(t.query(&Query::primary("T", "")).await.unwrap().is_empty());
-    t.put(item("T", "old", 0, json!({"ttl": past + 3600})), Cond::NotExists).await.unwrap();
+    t.put(item("T", "old", 0, json!({"ttl": past + 3600})), Cond::NotExists)
+        .await
+        .unwrap();
     assert!(t.get(&Key::new("T", "old")).await.unwrap().is_some());
 }
 
 async fn deletes_honour_their_conditions(b: Backend) {
     let t = &b.stores.table;
     t.put(item("D", "1", 5, json!({})), Cond::Always).await.unwrap();
-    assert!(matches!(t.delete(Key::new("D", "1"), Cond::Version(4)).await, Err(StoreError::ConditionFailed)));
-    assert!(matches!(t.delete(Key::new("D", "2"), Cond::Exists).await, Err(StoreError::ConditionFailed)));
+    assert!(matches!(
+        t.delete(Key::new("D", "1"), Cond::Version(4)).await,
+        Err(StoreError::ConditionFailed)
+    ));
+    assert!(matches!(
+        t.delete(Key::new("D", "2"), Cond::Exists).await,
+        Err(StoreError::ConditionFailed)
+    ));
     t.delete(Key::new("D", "1"), Cond::Version(5)).await.unwrap();
     assert!(t.get(&Key::new("D", "1")).await.unwrap().is_none());
     t.delete(Key::new("D", "1"), Cond::Always).await.unwrap();
@@ -192,14 +241,19 @@ async fn blobs_round_trip_copy_list_and_delete(b: Backend) {
     assert_eq!(s.get("m/3/c.bin").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
     assert_eq!(s.list("m/1/").await.unwrap(), ["m/1/a.bin", "m/1/b.bin"]);
     s.put("m/1/a.bin", Bytes::from_static(b"replaced")).await.unwrap();
-    assert_eq!(s.get("m/1/a.bin").await.unwrap().unwrap(), Bytes::from_static(b"replaced"));
+    assert_eq!(
+        s.get("m/1/a.bin").await.unwrap().unwrap(),
+        Bytes::from_static(b"replaced")
+    );
     s.delete("m/1/a.bin").await.unwrap();
     s.delete("m/1/a.bin").await.unwrap();
     assert_eq!(s.list("m/1/").await.unwrap(), ["m/1/b.bin"]);
 }
 
 async fn large_blobs_survive_multipart_upload(b: Backend) {
-    let data: Vec<u8> = (0..(40 * 1024 * 1024 + 123)).map(|i: usize| (i * 31 % 251) as u8).collect();
+    let data: Vec<u8> = (0..(40 * 1024 * 1024 + 123))
+        .map(|i: usize| (i * 31 % 251) as u8)
+        .collect();
     let data = Bytes::from(data);
     b.stores.blobs.put("big/object", data.clone()).await.unwrap();
     assert_eq!(b.stores.blobs.get("big/object").await.unwrap().unwrap(), data);
@@ -209,13 +263,23 @@ async fn large_blobs_survive_multipart_upload(b: Backend) {
 async fn blob_keys_that_escape_the_store_are_refused() {
     let b = embedded().await;
     for key in ["../x", "a/../../x", "/etc/passwd", "", "a//b", ".tmp/x"] {
-        assert!(b.stores.blobs.put(key, Bytes::from_static(b"x")).await.is_err(), "{key}");
+        assert!(
+            b.stores.blobs.put(key, Bytes::from_static(b"x")).await.is_err(),
+            "{key}"
+        );
     }
 }
 
 async fn a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy(b: Backend) {
     let repo = SgtRepo::new(&b.stores);
-    let checkpoint = |blob: &str, version| Some(Checkpoint { blob: blob.into(), step: version * 10, loss: 0.1, version });
+    let checkpoint = |blob: &str, version| {
+        Some(Checkpoint {
+            blob: blob.into(),
+            step: version * 10,
+            loss: 0.1,
+            version,
+        })
+    };
     let mut source = SgtModel {
         model_id: "src".into(),
         owner: "alice".into(),
@@ -233,19 +297,32 @@ async fn a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy(b: Ba
         samples: 5,
         ver: 0,
     };
-    b.stores.blobs.put("sgt/src/ckpt/new.safetensors", Bytes::from_static(b"weights v2")).await.unwrap();
+    b.stores
+        .blobs
+        .put("sgt/src/ckpt/new.safetensors", Bytes::from_static(b"weights v2"))
+        .await
+        .unwrap();
     repo.create_model(&source).await.unwrap();
     // The caller read the record before training replaced checkpoint v1, whose blob is gone.
     source.checkpoint = checkpoint("sgt/src/ckpt/old.safetensors", 1);
     let copy = repo.clone_model(&source, "bob", "mine", "dst".into()).await.unwrap();
     let ck = copy.checkpoint.unwrap();
     assert_eq!(ck.version, 2);
-    assert_eq!(b.stores.blobs.get(&ck.blob).await.unwrap().unwrap(), Bytes::from_static(b"weights v2"));
+    assert_eq!(
+        b.stores.blobs.get(&ck.blob).await.unwrap().unwrap(),
+        Bytes::from_static(b"weights v2")
+    );
     let stored = repo.get_model("bob", "a", "mine").await.unwrap().unwrap();
-    assert_eq!((stored.samples, stored.data_version, stored.client_data.as_str()), (0, 0, "cd"));
+    assert_eq!(
+        (stored.samples, stored.data_version, stored.client_data.as_str()),
+        (0, 0, "cd")
+    );
     // A source that did not change but whose blob is missing is an error, not a loop.
     b.stores.blobs.delete("sgt/src/ckpt/new.safetensors").await.unwrap();
     let fresh = repo.get_model("alice", "a", "m").await.unwrap().unwrap();
     assert!(repo.clone_model(&fresh, "bob", "other", "dst2".into()).await.is_err());
-    assert!(repo.get_model("bob", "a", "other").await.unwrap().is_none(), "nothing half-cloned");
+    assert!(
+        repo.get_model("bob", "a", "other").await.unwrap().is_none(),
+        "nothing half-cloned"
+    );
 }

@@ -32,10 +32,14 @@ fn expected(name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     let dir = tempfile::tempdir().unwrap();
-    let store = StoreConfig::Embedded { dir: dir.path().to_path_buf() };
+    let store = StoreConfig::Embedded {
+        dir: dir.path().to_path_buf(),
+    };
     let stores = Stores::open(&store).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sidecar = Sidecar::start(&stores, listener, SidecarConfig::new("events-secret")).await.unwrap();
+    let sidecar = Sidecar::start(&stores, listener, SidecarConfig::new("events-secret"))
+        .await
+        .unwrap();
     let config = ApiConfig {
         store,
         sidecar_url: format!("http://{}", sidecar.addr),
@@ -45,13 +49,22 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     };
     let state = AppState::new(&stores, &config);
     let order = std::fs::read_to_string(events_dir().join("ORDER")).unwrap();
-    let names: Vec<&str> = order.lines().map(|l| l.trim().trim_end_matches(".json")).filter(|l| !l.is_empty()).collect();
+    let names: Vec<&str> = order
+        .lines()
+        .map(|l| l.trim().trim_end_matches(".json"))
+        .filter(|l| !l.is_empty())
+        .collect();
     assert_eq!(names.len(), routes::ROUTES.len());
     for name in names {
         let route = routes::find(name).unwrap_or_else(|| panic!("event {name} names no route"));
         let raw = std::fs::read_to_string(events_dir().join(format!("{name}.json"))).unwrap();
-        let request = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: not an API Gateway event: {e}"));
-        assert_eq!((request.method().as_str(), request.uri().path()), (route.method, route.path), "{name}");
+        let request =
+            lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: not an API Gateway event: {e}"));
+        assert_eq!(
+            (request.method().as_str(), request.uri().path()),
+            (route.method, route.path),
+            "{name}"
+        );
         let app = routes::router(state.clone(), [route]);
         let response = app.oneshot(request.map(|b| Body::from(b.to_vec()))).await.unwrap();
         let status = response.status();

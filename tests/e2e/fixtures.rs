@@ -30,7 +30,11 @@ pub fn r2(pred: &[Vec<f32>], truth: &[Vec<f32>]) -> f64 {
         .map(|j| {
             let mean = truth.iter().map(|t| t[j] as f64).sum::<f64>() / truth.len() as f64;
             let ss_tot: f64 = truth.iter().map(|t| (t[j] as f64 - mean).powi(2)).sum();
-            let ss_res: f64 = pred.iter().zip(truth).map(|(p, t)| (p[j] as f64 - t[j] as f64).powi(2)).sum();
+            let ss_res: f64 = pred
+                .iter()
+                .zip(truth)
+                .map(|(p, t)| (p[j] as f64 - t[j] as f64).powi(2))
+                .sum();
             1.0 - ss_res / ss_tot
         })
         .sum::<f64>()

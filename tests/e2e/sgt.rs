@@ -41,30 +41,57 @@ async fn secrets_are_created_checked_rotated_and_expire(b: Backend) {
     let app = spawn_app(b).await;
     let user = app.new_user().await;
     assert_eq!(app.ok(CHECK, user.creds()).await, json!(true));
-    assert_eq!(app.ok(CHECK, json!({"secret_id": user.id, "secret_key": "wrong"})).await, json!(false));
-    assert_eq!(app.ok(CHECK, json!({"secret_id": "nobody", "secret_key": user.key})).await, json!(false));
+    assert_eq!(
+        app.ok(CHECK, json!({"secret_id": user.id, "secret_key": "wrong"}))
+            .await,
+        json!(false)
+    );
+    assert_eq!(
+        app.ok(CHECK, json!({"secret_id": "nobody", "secret_key": user.key}))
+            .await,
+        json!(false)
+    );
 
-    let wrong_key = json!({"key": "not-the-key", "secret_id": "x", "secret_key": "y", "end_time": "2099-01-01 00:00:00"});
+    let wrong_key =
+        json!({"key": "not-the-key", "secret_id": "x", "secret_key": "y", "end_time": "2099-01-01 00:00:00"});
     app.fails(UPDATE, wrong_key, "AuthException").await;
-    assert_eq!(app.ok(CHECK, json!({"secret_id": "x", "secret_key": "y"})).await, json!(false));
+    assert_eq!(
+        app.ok(CHECK, json!({"secret_id": "x", "secret_key": "y"})).await,
+        json!(false)
+    );
 
     // Rotation: the old secret stops working at once.
     let rotate = json!({"key": app.system_key, "secret_id": user.id, "secret_key": "rotated", "end_time": "2099-01-01 00:00:00"});
     assert_eq!(app.ok(UPDATE, rotate).await, Value::Null);
     assert_eq!(app.ok(CHECK, user.creds()).await, json!(false));
-    assert_eq!(app.ok(CHECK, json!({"secret_id": user.id, "secret_key": "rotated"})).await, json!(true));
+    assert_eq!(
+        app.ok(CHECK, json!({"secret_id": user.id, "secret_key": "rotated"}))
+            .await,
+        json!(true)
+    );
 
     // Expired secrets are refused everywhere.
     let expired = json!({"key": app.system_key, "secret_id": "old", "secret_key": "k", "doc": "", "end_time": "2001-01-01 00:00:00"});
     app.ok(UPDATE, expired).await;
-    assert_eq!(app.ok(CHECK, json!({"secret_id": "old", "secret_key": "k"})).await, json!(false));
-    app.fails(MINE, json!({"secret_id": "old", "secret_key": "k"}), "AuthException").await;
+    assert_eq!(
+        app.ok(CHECK, json!({"secret_id": "old", "secret_key": "k"})).await,
+        json!(false)
+    );
+    app.fails(MINE, json!({"secret_id": "old", "secret_key": "k"}), "AuthException")
+        .await;
 
     let bad_time = json!({"key": app.system_key, "secret_id": "t", "secret_key": "k", "end_time": "tomorrow"});
-    assert!(app.fails(UPDATE, bad_time, "ValidationException").await.contains("YYYY-MM-DD HH:MM:SS"));
+    assert!(app
+        .fails(UPDATE, bad_time, "ValidationException")
+        .await
+        .contains("YYYY-MM-DD HH:MM:SS"));
     let no_time = json!({"key": app.system_key, "secret_id": "t", "secret_key": "k"});
-    assert!(app.fails(UPDATE, no_time, "ValidationException").await.contains("end_time"));
-    let empty_id = json!({"key": app.system_key, "secret_id": "", "secret_key": "k", "end_time": "2099-01-01 00:00:00"});
+    assert!(app
+        .fails(UPDATE, no_time, "ValidationException")
+        .await
+        .contains("end_time"));
+    let empty_id =
+        json!({"key": app.system_key, "secret_id": "", "secret_key": "k", "end_time": "2099-01-01 00:00:00"});
     app.fails(UPDATE, empty_id, "ValidationException").await;
 }
 
@@ -109,18 +136,48 @@ async fn creating_a_model_validates_its_fields(b: Backend) {
         b[k] = v;
         user.with(b)
     };
-    assert!(app.fails(CREATE, with("model_type", json!("huge")), "CreateWeightsNetException").await.contains("model_type"));
-    assert!(app.fails(CREATE, with("in_size", json!(0)), "CreateWeightsNetException").await.contains("in_size"));
-    assert!(app.fails(CREATE, with("out_size", json!(100000)), "CreateWeightsNetException").await.contains("out_size"));
-    assert!(app.fails(CREATE, with("in_size", json!("2")), "ValidationException").await.contains("invalid type"));
-    assert!(app.fails(CREATE, with("in_size", json!(-2)), "ValidationException").await.contains("invalid value"));
-    assert!(app.fails(CREATE, with("is_public", json!("yes")), "ValidationException").await.contains("invalid type"));
-    assert!(app.fails(CREATE, with("name", json!("")), "ValidationException").await.contains("name"));
-    app.fails(CREATE, with("name", json!("x".repeat(300))), "ValidationException").await;
-    app.fails(CREATE, with("client_data", json!("x".repeat(70_000))), "ValidationException").await;
+    assert!(app
+        .fails(CREATE, with("model_type", json!("huge")), "CreateWeightsNetException")
+        .await
+        .contains("model_type"));
+    assert!(app
+        .fails(CREATE, with("in_size", json!(0)), "CreateWeightsNetException")
+        .await
+        .contains("in_size"));
+    assert!(app
+        .fails(CREATE, with("out_size", json!(100000)), "CreateWeightsNetException")
+        .await
+        .contains("out_size"));
+    assert!(app
+        .fails(CREATE, with("in_size", json!("2")), "ValidationException")
+        .await
+        .contains("invalid type"));
+    assert!(app
+        .fails(CREATE, with("in_size", json!(-2)), "ValidationException")
+        .await
+        .contains("invalid value"));
+    assert!(app
+        .fails(CREATE, with("is_public", json!("yes")), "ValidationException")
+        .await
+        .contains("invalid type"));
+    assert!(app
+        .fails(CREATE, with("name", json!("")), "ValidationException")
+        .await
+        .contains("name"));
+    app.fails(CREATE, with("name", json!("x".repeat(300))), "ValidationException")
+        .await;
+    app.fails(
+        CREATE,
+        with("client_data", json!("x".repeat(70_000))),
+        "ValidationException",
+    )
+    .await;
     let mut missing = user.with(base.clone());
     missing.as_object_mut().unwrap().remove("app_name");
-    assert!(app.fails(CREATE, missing, "ValidationException").await.contains("app_name"));
+    assert!(app
+        .fails(CREATE, missing, "ValidationException")
+        .await
+        .contains("app_name"));
     assert!(app.my_models(&user).await.is_empty(), "nothing was half-created");
 }
 
@@ -128,17 +185,32 @@ async fn every_authenticated_endpoint_refuses_unknown_users_and_wrong_secrets(b:
     let app = spawn_app(b).await;
     let user = app.new_user().await;
     app.create_model(&user, "a", "m", 2, 1, true).await;
-    let stranger = User { id: "stranger".into(), key: "k".into() };
-    let wrong = User { id: user.id.clone(), key: "wrong".into() };
+    let stranger = User {
+        id: "stranger".into(),
+        key: "k".into(),
+    };
+    let wrong = User {
+        id: user.id.clone(),
+        key: "wrong".into(),
+    };
     let bodies = [
-        (CREATE, json!({"name": "n", "app_name": "a", "model_type": "std", "client_data": "", "in_size": 2, "out_size": 1, "is_public": true})),
+        (
+            CREATE,
+            json!({"name": "n", "app_name": "a", "model_type": "std", "client_data": "", "in_size": 2, "out_size": 1, "is_public": true}),
+        ),
         (DELETE, json!({"name": "m", "app_name": "a"})),
         (CLIENT_DATA, json!({"name": "m", "app_name": "a", "client_data": "x"})),
         (MINE, json!({})),
         (PUBLIC, json!({})),
-        (CLONE, json!({"new_name": "c", "app_name": "a", "author_unique_id": user.id, "name": "m"})),
+        (
+            CLONE,
+            json!({"new_name": "c", "app_name": "a", "author_unique_id": user.id, "name": "m"}),
+        ),
         (RUN, json!({"name": "m", "app_name": "a", "data": [[0.1, 0.2]]})),
-        (UPLOAD, json!({"name": "m", "app_name": "a", "train_data": [[[0.1, 0.2], [0.3]]]})),
+        (
+            UPLOAD,
+            json!({"name": "m", "app_name": "a", "train_data": [[[0.1, 0.2], [0.3]]]}),
+        ),
     ];
     for who in [&stranger, &wrong] {
         for (path, body) in &bodies {
@@ -180,13 +252,27 @@ async fn client_data_updates_touch_only_client_data(b: Backend) {
     let user = app.new_user().await;
     app.create_model(&user, "a", "m", 2, 1, true).await;
     let before = app.my_models(&user).await;
-    app.ok(CLIENT_DATA, user.with(json!({"name": "m", "app_name": "a", "client_data": "new"}))).await;
+    app.ok(
+        CLIENT_DATA,
+        user.with(json!({"name": "m", "app_name": "a", "client_data": "new"})),
+    )
+    .await;
     let after = app.my_models(&user).await;
     let mut expected = before[0].clone();
     expected["client_data"] = json!("new");
     assert_eq!(after, [expected]);
-    app.fails(CLIENT_DATA, user.with(json!({"name": "none", "app_name": "a", "client_data": "x"})), "FindModelException").await;
-    app.fails(CLIENT_DATA, user.with(json!({"name": "m", "app_name": "a", "client_data": 5})), "ValidationException").await;
+    app.fails(
+        CLIENT_DATA,
+        user.with(json!({"name": "none", "app_name": "a", "client_data": "x"})),
+        "FindModelException",
+    )
+    .await;
+    app.fails(
+        CLIENT_DATA,
+        user.with(json!({"name": "m", "app_name": "a", "client_data": 5})),
+        "ValidationException",
+    )
+    .await;
 }
 
 async fn public_models_are_listed_for_everyone_and_private_ones_are_not(b: Backend) {
@@ -196,14 +282,28 @@ async fn public_models_are_listed_for_everyone_and_private_ones_are_not(b: Backe
     app.create_model(&alice, "a", "secret", 2, 1, false).await;
     app.create_model(&bob, "b", "bobs", 2, 1, true).await;
     let public: Vec<Value> = serde_json::from_value(app.ok(PUBLIC, bob.creds()).await).unwrap();
-    let mut names: Vec<(String, String)> =
-        public.iter().map(|m| (m["user_unique_id"].as_str().unwrap().into(), m["name"].as_str().unwrap().into())).collect();
+    let mut names: Vec<(String, String)> = public
+        .iter()
+        .map(|m| {
+            (
+                m["user_unique_id"].as_str().unwrap().into(),
+                m["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
     names.sort();
-    let mut expected = vec![(alice.id.clone(), "shared".to_string()), (bob.id.clone(), "bobs".to_string())];
+    let mut expected = vec![
+        (alice.id.clone(), "shared".to_string()),
+        (bob.id.clone(), "bobs".to_string()),
+    ];
     expected.sort();
     assert_eq!(names, expected);
     assert!(public.iter().all(|m| m["is_public"] == json!(true)));
-    assert_eq!(app.my_models(&bob).await.len(), 1, "read_my lists only the caller's models");
+    assert_eq!(
+        app.my_models(&bob).await.len(),
+        1,
+        "read_my lists only the caller's models"
+    );
 }
 
 async fn another_users_private_model_cannot_be_read_changed_run_or_cloned(b: Backend) {
@@ -214,17 +314,35 @@ async fn another_users_private_model_cannot_be_read_changed_run_or_cloned(b: Bac
     let answer = app.run(&alice, "a", "private", &probe).await;
     // Mallory addresses models by name in her own namespace: Alice's is simply not there.
     let addr = json!({"name": "private", "app_name": "a"});
-    app.fails(RUN, mallory.with(json!({"name": "private", "app_name": "a", "data": probe})), "FindModelException").await;
-    app.fails(CLIENT_DATA, mallory.with(json!({"name": "private", "app_name": "a", "client_data": "pwned"})), "FindModelException").await;
-    app.fails(DELETE, mallory.with(addr.clone()), "FindModelException").await;
-    app.fails(UPLOAD, mallory.with(json!({"name": "private", "app_name": "a", "train_data": [[[0.0, 0.0], [0.5]]]})), "FindModelException").await;
+    app.fails(
+        RUN,
+        mallory.with(json!({"name": "private", "app_name": "a", "data": probe})),
+        "FindModelException",
+    )
+    .await;
+    app.fails(
+        CLIENT_DATA,
+        mallory.with(json!({"name": "private", "app_name": "a", "client_data": "pwned"})),
+        "FindModelException",
+    )
+    .await;
+    app.fails(DELETE, mallory.with(addr.clone()), "FindModelException")
+        .await;
+    app.fails(
+        UPLOAD,
+        mallory.with(json!({"name": "private", "app_name": "a", "train_data": [[[0.0, 0.0], [0.5]]]})),
+        "FindModelException",
+    )
+    .await;
     // Cloning by author id is refused exactly like a missing model, so it cannot be detected.
     let clone = json!({"new_name": "stolen", "app_name": "a", "author_unique_id": alice.id, "name": "private"});
     let hidden = app.fails(CLONE, mallory.with(clone), "FindModelException").await;
     let missing = json!({"new_name": "stolen", "app_name": "a", "author_unique_id": alice.id, "name": "nope"});
     let absent = app.fails(CLONE, mallory.with(missing), "FindModelException").await;
     assert_eq!(hidden.replace("private", "X"), absent.replace("nope", "X"));
-    assert!(!serde_json::to_string(&app.ok(PUBLIC, mallory.creds()).await).unwrap().contains("private"));
+    assert!(!serde_json::to_string(&app.ok(PUBLIC, mallory.creds()).await)
+        .unwrap()
+        .contains("private"));
     // Alice's model is untouched.
     assert_eq!(app.my_models(&alice).await[0]["client_data"], "cd");
     assert_eq!(app.run(&alice, "a", "private", &probe).await, answer);
@@ -238,17 +356,39 @@ async fn clones_copy_weights_and_fields_and_refuse_taken_names(b: Backend) {
     let probe = rows(4, 3, 2);
     let original = app.run(&alice, "a", "orig", &probe).await;
     // Cloning your own model is allowed.
-    app.ok(CLONE, alice.with(json!({"new_name": "copy", "app_name": "a", "author_unique_id": alice.id, "name": "orig"}))).await;
+    app.ok(
+        CLONE,
+        alice.with(json!({"new_name": "copy", "app_name": "a", "author_unique_id": alice.id, "name": "orig"})),
+    )
+    .await;
     assert_eq!(app.run(&alice, "a", "copy", &probe).await, original);
     // Another user's public model.
-    app.ok(CLONE, bob.with(json!({"new_name": "mine", "app_name": "a", "author_unique_id": alice.id, "name": "orig"}))).await;
+    app.ok(
+        CLONE,
+        bob.with(json!({"new_name": "mine", "app_name": "a", "author_unique_id": alice.id, "name": "orig"})),
+    )
+    .await;
     assert_eq!(app.run(&bob, "a", "mine", &probe).await, original);
     let bobs = app.my_models(&bob).await;
-    assert_eq!((bobs[0]["user_unique_id"].as_str(), bobs[0]["in_size"].as_u64()), (Some(bob.id.as_str()), Some(3)));
+    assert_eq!(
+        (bobs[0]["user_unique_id"].as_str(), bobs[0]["in_size"].as_u64()),
+        (Some(bob.id.as_str()), Some(3))
+    );
     let taken = json!({"new_name": "mine", "app_name": "a", "author_unique_id": alice.id, "name": "orig"});
-    app.fails(CLONE, bob.with(taken), "CloneWeightsNetToMineException").await;
-    app.fails(CLONE, bob.with(json!({"new_name": "x", "app_name": "a", "author_unique_id": alice.id, "name": "none"})), "FindModelException").await;
-    app.fails(CLONE, bob.with(json!({"new_name": "x", "app_name": "a", "author_unique_id": alice.id})), "ValidationException").await;
+    app.fails(CLONE, bob.with(taken), "CloneWeightsNetToMineException")
+        .await;
+    app.fails(
+        CLONE,
+        bob.with(json!({"new_name": "x", "app_name": "a", "author_unique_id": alice.id, "name": "none"})),
+        "FindModelException",
+    )
+    .await;
+    app.fails(
+        CLONE,
+        bob.with(json!({"new_name": "x", "app_name": "a", "author_unique_id": alice.id})),
+        "ValidationException",
+    )
+    .await;
 }
 
 async fn run_checks_row_shapes_and_answers_one_row_per_input(b: Backend) {
@@ -259,15 +399,55 @@ async fn run_checks_row_shapes_and_answers_one_row_per_input(b: Backend) {
     let out = app.run(&user, "a", "m", &rows(5, 3, 3)).await;
     assert_eq!(out.len(), 5);
     assert!(out.iter().all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite())));
-    assert_eq!(app.run(&user, "a", "m", &rows(5, 3, 3)).await, out, "an untrained model still answers deterministically");
-    let msg = app.fails(RUN, user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2, 3], [1, 2]]})), "RunWeightsNetException").await;
+    assert_eq!(
+        app.run(&user, "a", "m", &rows(5, 3, 3)).await,
+        out,
+        "an untrained model still answers deterministically"
+    );
+    let msg = app
+        .fails(
+            RUN,
+            user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2, 3], [1, 2]]})),
+            "RunWeightsNetException",
+        )
+        .await;
     assert!(msg.contains("row 1"), "{msg}");
-    app.fails(RUN, user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2]]})), "RunWeightsNetException").await;
-    app.fails(RUN, user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2, "x"]]})), "ValidationException").await;
-    app.fails(RUN, user.with(json!({"name": "m", "app_name": "a", "data": [1, 2, 3]})), "ValidationException").await;
-    app.fails(RUN, user.with(json!({"name": "m", "app_name": "a", "data": [[1e39, 0, 0]]})), "RunWeightsNetException").await;
-    app.fails(RUN, user.with(json!({"name": "m", "app_name": "a"})), "ValidationException").await;
-    app.fails(RUN, user.with(json!({"name": "zz", "app_name": "a", "data": [[1, 2, 3]]})), "FindModelException").await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2]]})),
+        "RunWeightsNetException",
+    )
+    .await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2, "x"]]})),
+        "ValidationException",
+    )
+    .await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "m", "app_name": "a", "data": [1, 2, 3]})),
+        "ValidationException",
+    )
+    .await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "m", "app_name": "a", "data": [[1e39, 0, 0]]})),
+        "RunWeightsNetException",
+    )
+    .await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "m", "app_name": "a"})),
+        "ValidationException",
+    )
+    .await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "zz", "app_name": "a", "data": [[1, 2, 3]]})),
+        "FindModelException",
+    )
+    .await;
 }
 
 async fn uploads_check_pair_shapes_and_need_an_existing_model(b: Backend) {
@@ -275,27 +455,64 @@ async fn uploads_check_pair_shapes_and_need_an_existing_model(b: Backend) {
     let user = app.new_user().await;
     app.create_model(&user, "a", "m", 2, 1, false).await;
     let up = |data: Value| user.with(json!({"name": "m", "app_name": "a", "train_data": data}));
-    assert_eq!(app.ok(UPLOAD, up(json!([[[0.1, 0.2], [0.3]], [[0.4, 0.5], [-0.6]]]))).await, Value::Null);
+    assert_eq!(
+        app.ok(UPLOAD, up(json!([[[0.1, 0.2], [0.3]], [[0.4, 0.5], [-0.6]]])))
+            .await,
+        Value::Null
+    );
     assert_eq!(app.ok(UPLOAD, up(json!([]))).await, Value::Null);
-    assert!(app.fails(UPLOAD, up(json!([[[0.1, 0.2], [0.3, 0.4]]])), "UploadDataException").await.contains("label"));
-    assert!(app.fails(UPLOAD, up(json!([[[0.1], [0.3]]])), "UploadDataException").await.contains("input"));
-    assert!(app.fails(UPLOAD, up(json!([[[0.1, 0.2], [0.3]], [[0.1, 0.2]]])), "UploadDataException").await.contains("pair"));
-    app.fails(UPLOAD, up(json!([[[0.1, 0.2], [0.3], [0.4]]])), "UploadDataException").await;
+    assert!(app
+        .fails(UPLOAD, up(json!([[[0.1, 0.2], [0.3, 0.4]]])), "UploadDataException")
+        .await
+        .contains("label"));
+    assert!(app
+        .fails(UPLOAD, up(json!([[[0.1], [0.3]]])), "UploadDataException")
+        .await
+        .contains("input"));
+    assert!(app
+        .fails(
+            UPLOAD,
+            up(json!([[[0.1, 0.2], [0.3]], [[0.1, 0.2]]])),
+            "UploadDataException"
+        )
+        .await
+        .contains("pair"));
+    app.fails(UPLOAD, up(json!([[[0.1, 0.2], [0.3], [0.4]]])), "UploadDataException")
+        .await;
     app.fails(UPLOAD, up(json!([[0.1, 0.2]])), "ValidationException").await;
     app.fails(UPLOAD, up(json!("data")), "ValidationException").await;
-    app.fails(UPLOAD, user.with(json!({"name": "none", "app_name": "a", "train_data": [[[0.1, 0.2], [0.3]]]})), "FindModelException").await;
+    app.fails(
+        UPLOAD,
+        user.with(json!({"name": "none", "app_name": "a", "train_data": [[[0.1, 0.2], [0.3]]]})),
+        "FindModelException",
+    )
+    .await;
 }
 
 async fn deleted_models_are_gone_everywhere(b: Backend) {
     let app = spawn_app(b).await;
     let user = app.new_user().await;
     app.create_model(&user, "a", "m", 2, 1, true).await;
-    app.ok(UPLOAD, user.with(json!({"name": "m", "app_name": "a", "train_data": [[[0.1, 0.2], [0.3]]]}))).await;
+    app.ok(
+        UPLOAD,
+        user.with(json!({"name": "m", "app_name": "a", "train_data": [[[0.1, 0.2], [0.3]]]})),
+    )
+    .await;
     app.ok(DELETE, user.with(json!({"name": "m", "app_name": "a"}))).await;
     assert!(app.my_models(&user).await.is_empty());
     assert_eq!(app.ok(PUBLIC, user.creds()).await, json!([]));
-    app.fails(RUN, user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2]]})), "FindModelException").await;
-    app.fails(DELETE, user.with(json!({"name": "m", "app_name": "a"})), "FindModelException").await;
+    app.fails(
+        RUN,
+        user.with(json!({"name": "m", "app_name": "a", "data": [[1, 2]]})),
+        "FindModelException",
+    )
+    .await;
+    app.fails(
+        DELETE,
+        user.with(json!({"name": "m", "app_name": "a"})),
+        "FindModelException",
+    )
+    .await;
     // The name is free again, and the new model starts without the old one's data.
     app.create_model(&user, "a", "m", 2, 1, true).await;
     assert_eq!(app.my_models(&user).await.len(), 1);
@@ -304,10 +521,25 @@ async fn deleted_models_are_gone_everywhere(b: Backend) {
 async fn malformed_missing_and_mistyped_bodies_get_a_validation_exception(b: Backend) {
     let app = spawn_with(b, |c| c.body_limit = 64 * 1024).await;
     let user = app.new_user().await;
-    for path in [UPDATE, CHECK, CREATE, DELETE, CLIENT_DATA, MINE, PUBLIC, CLONE, RUN, UPLOAD] {
+    for path in [
+        UPDATE,
+        CHECK,
+        CREATE,
+        DELETE,
+        CLIENT_DATA,
+        MINE,
+        PUBLIC,
+        CLONE,
+        RUN,
+        UPLOAD,
+    ] {
         for body in ["", "{", "[1,2]", "null", "{\"secret_id\": 5}", "\u{0}"] {
             let (status, v) = app.post_raw(path, body).await;
-            assert_eq!((status, v["exception"].as_str()), (StatusCode::BAD_REQUEST, Some("ValidationException")), "{path} {body:?}: {v}");
+            assert_eq!(
+                (status, v["exception"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("ValidationException")),
+                "{path} {body:?}: {v}"
+            );
         }
         let (status, v) = app.post(path, json!({})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {v}");
@@ -315,16 +547,34 @@ async fn malformed_missing_and_mistyped_bodies_get_a_validation_exception(b: Bac
         // Bodies over the limit are refused before they are parsed.
         let big = user.with(json!({"name": "m", "app_name": "a", "data": rows(2000, 8, 1)}));
         let (status, v) = app.post(path, big).await;
-        assert_eq!((status, v["exception"].as_str()), (StatusCode::BAD_REQUEST, Some("ValidationException")), "{path}: {v}");
+        assert_eq!(
+            (status, v["exception"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("ValidationException")),
+            "{path}: {v}"
+        );
         assert!(v["message"].as_str().unwrap().contains("too large"), "{path}: {v}");
     }
     // Unknown routes and wrong methods are plain HTTP errors, never 500.
     let r = app.client.get(format!("{}{RUN}", app.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let r = app.client.post(format!("{}/sgt/public/nope", app.url)).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/sgt/public/nope", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = app.client.post(format!("{}{CHECK}", app.url)).body("{}").send().await.unwrap();
-    assert!(r.headers().contains_key("x-request-id"), "every response carries a request id");
+    let r = app
+        .client
+        .post(format!("{}{CHECK}", app.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "every response carries a request id"
+    );
 }
 
 async fn eight_clients_running_at_once_all_get_correct_answers(b: Backend) {
@@ -362,8 +612,16 @@ async fn sgt_clients_big_bodies_are_accepted(b: Backend) {
     let (status, out) = app.post_raw(RUN, body).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(out.as_array().unwrap().len(), 1024);
-    let pairs: Vec<Value> = rows(256, 2048, 6).into_iter().map(|x| json!([x, [0.5, -0.5]])).collect();
-    app.ok(UPLOAD, user.with(json!({"name": "wide", "app_name": "a", "train_data": pairs}))).await;
+    let pairs: Vec<Value> = rows(256, 2048, 6)
+        .into_iter()
+        .map(|x| json!([x, [0.5, -0.5]]))
+        .collect();
+    app.ok(
+        UPLOAD,
+        user.with(json!({"name": "wide", "app_name": "a", "train_data": pairs})),
+    )
+    .await;
     // Stop the background training this upload started before the test ends.
-    app.ok(DELETE, user.with(json!({"name": "wide", "app_name": "a"}))).await;
+    app.ok(DELETE, user.with(json!({"name": "wide", "app_name": "a"})))
+        .await;
 }

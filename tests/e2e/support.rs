@@ -58,13 +58,18 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Te
     tweak(&mut cfg);
     if cfg.store == "aws" {
         let conf = maas_store::aws::sdk_config().await;
-        maas_store::aws::provision(&conf, &cfg.table, &cfg.bucket).await.unwrap();
+        maas_store::aws::provision(&conf, &cfg.table, &cfg.bucket)
+            .await
+            .unwrap();
     }
     let gateway = Gateway::start(cfg).await.expect("gateway starts");
     let app = TestApp {
         url: format!("http://{}", gateway.addr),
         system_key: gateway.system_key.clone(),
-        client: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap(),
         _gateway: gateway,
         _dir: dir,
     };
@@ -116,7 +121,8 @@ impl TestApp {
             .unwrap();
         let status = r.status();
         let text = r.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered non-JSON {status}: {text:?}"));
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered non-JSON {status}: {text:?}"));
         (status, value)
     }
 
@@ -136,12 +142,19 @@ impl TestApp {
         let (status, value) = self.post(path, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {value}");
         assert_eq!(value["exception"], exception, "{path}: {value}");
-        assert_eq!(value.as_object().unwrap().len(), 2, "only exception and message: {value}");
+        assert_eq!(
+            value.as_object().unwrap().len(),
+            2,
+            "only exception and message: {value}"
+        );
         value["message"].as_str().unwrap().to_string()
     }
 
     pub async fn new_user(&self) -> User {
-        let user = User { id: format!("user-{}", uuid::Uuid::new_v4()), key: format!("key-{}", uuid::Uuid::new_v4()) };
+        let user = User {
+            id: format!("user-{}", uuid::Uuid::new_v4()),
+            key: format!("key-{}", uuid::Uuid::new_v4()),
+        };
         self.ok(
             "/sgt/private/update_auth_token",
             json!({"key": self.system_key, "secret_id": user.id, "secret_key": user.key, "doc": "test", "end_time": "2099-01-01 00:00:00"}),
@@ -159,7 +172,12 @@ impl TestApp {
     }
 
     pub async fn run(&self, user: &User, app: &str, name: &str, data: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let v = self.ok("/sgt/public/run_sgt_model", user.with(json!({"name": name, "app_name": app, "data": data}))).await;
+        let v = self
+            .ok(
+                "/sgt/public/run_sgt_model",
+                user.with(json!({"name": name, "app_name": app, "data": data})),
+            )
+            .await;
         serde_json::from_value(v).unwrap()
     }
 

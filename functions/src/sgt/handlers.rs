@@ -45,7 +45,11 @@ fn no_model(app_name: &str, name: &str) -> SgtError {
 
 /// Finds one of the caller's own models.
 async fn own_model(state: &AppState, owner: &str, m: &ModelAddress) -> Result<SgtModel, SgtError> {
-    state.repo.get_model(owner, &m.app_name, &m.name).await?.ok_or_else(|| no_model(&m.app_name, &m.name))
+    state
+        .repo
+        .get_model(owner, &m.app_name, &m.name)
+        .await?
+        .ok_or_else(|| no_model(&m.app_name, &m.name))
 }
 
 pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJson<UpdateAuthToken>) -> Reply {
@@ -55,12 +59,16 @@ pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJ
     }
     identifier("secret_id", &req.secret_id)?;
     if req.secret_key.is_empty() || req.secret_key.len() > MAX_SECRET_LEN {
-        return Err(SgtError::Validation(format!("secret_key must be 1 to {MAX_SECRET_LEN} bytes")));
+        return Err(SgtError::Validation(format!(
+            "secret_key must be 1 to {MAX_SECRET_LEN} bytes"
+        )));
     }
     let end_time = end_time(&req.end_time)?;
     let doc = req.doc.unwrap_or_default();
     client_data(&doc)?;
-    let hash = tokio::task::spawn_blocking(move || hash_secret(&req.secret_key)).await.map_err(SgtError::internal)?;
+    let hash = tokio::task::spawn_blocking(move || hash_secret(&req.secret_key))
+        .await
+        .map_err(SgtError::internal)?;
     let secret = maas_store::records::sgt::Secret {
         secret_id: req.secret_id,
         hash,
@@ -83,11 +91,16 @@ pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<C
     identifier("app_name", &req.app_name)?;
     client_data(&req.client_data)?;
     if !MODEL_TYPES.contains(&req.model_type.as_str()) {
-        return Err(SgtError::CreateModel(format!("unknown model_type {:?}; see list_model_type", req.model_type)));
+        return Err(SgtError::CreateModel(format!(
+            "unknown model_type {:?}; see list_model_type",
+            req.model_type
+        )));
     }
     for (field, v) in [("in_size", req.in_size), ("out_size", req.out_size)] {
         if v == 0 || v > MAX_DIM {
-            return Err(SgtError::CreateModel(format!("{field} must be between 1 and {MAX_DIM}")));
+            return Err(SgtError::CreateModel(format!(
+                "{field} must be between 1 and {MAX_DIM}"
+            )));
         }
     }
     let model = SgtModel {
@@ -109,9 +122,10 @@ pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<C
     };
     match state.repo.create_model(&model).await {
         Ok(()) => Ok(ok(())),
-        Err(StoreError::ConditionFailed) => {
-            Err(SgtError::CreateModel(format!("model {:?} already exists in app {:?}", model.name, model.app_name)))
-        }
+        Err(StoreError::ConditionFailed) => Err(SgtError::CreateModel(format!(
+            "model {:?} already exists in app {:?}",
+            model.name, model.app_name
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -128,7 +142,11 @@ pub async fn update_client_data(State(state): State<AppState>, SgtJson(req): Sgt
     let owner = authenticate(&state, &req.model.creds).await?;
     client_data(&req.client_data)?;
     let key = SgtModel::key_for(&owner, &req.model.app_name, &req.model.name);
-    match state.repo.update_model(&key, |m| m.client_data = req.client_data.clone()).await? {
+    match state
+        .repo
+        .update_model(&key, |m| m.client_data = req.client_data.clone())
+        .await?
+    {
         Some(_) => Ok(ok(())),
         None => Err(no_model(&req.model.app_name, &req.model.name)),
     }
@@ -149,10 +167,19 @@ pub async fn read_public_models(State(state): State<AppState>, SgtJson(creds): S
 pub async fn clone_model_to_mine(State(state): State<AppState>, SgtJson(req): SgtJson<CloneModel>) -> Reply {
     let me = authenticate(&state, &req.creds).await?;
     identifier("new_name", &req.new_name)?;
-    let source = state.repo.get_model(&req.author_unique_id, &req.app_name, &req.name).await?;
+    let source = state
+        .repo
+        .get_model(&req.author_unique_id, &req.app_name, &req.name)
+        .await?;
     // Another user's private model is reported exactly like a missing one.
-    let source = source.filter(|m| m.is_public || m.owner == me).ok_or_else(|| no_model(&req.app_name, &req.name))?;
-    match state.repo.clone_model(&source, &me, &req.new_name, uuid::Uuid::new_v4().to_string()).await {
+    let source = source
+        .filter(|m| m.is_public || m.owner == me)
+        .ok_or_else(|| no_model(&req.app_name, &req.name))?;
+    match state
+        .repo
+        .clone_model(&source, &me, &req.new_name, uuid::Uuid::new_v4().to_string())
+        .await
+    {
         Ok(_) => Ok(ok(())),
         Err(StoreError::ConditionFailed) => Err(SgtError::CloneModel(format!(
             "you already have a model {:?} in app {:?}",
@@ -191,7 +218,10 @@ fn model_ref(m: &SgtModel) -> ModelRef {
         in_size: m.in_size,
         out_size: m.out_size,
         seed: m.seed,
-        checkpoint: m.checkpoint.as_ref().map(|c| CheckpointRef { blob: c.blob.clone(), version: c.version }),
+        checkpoint: m.checkpoint.as_ref().map(|c| CheckpointRef {
+            blob: c.blob.clone(),
+            version: c.version,
+        }),
     }
 }
 
@@ -199,7 +229,11 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
     let (address, rows) = parse_run(&body)?;
     let owner = authenticate(&state, &address.creds).await?;
     let model = own_model(&state, &owner, &address).await?;
-    let Rows { values: rows, rows: n, width } = rows.map_err(|e| match e {
+    let Rows {
+        values: rows,
+        rows: n,
+        width,
+    } = rows.map_err(|e| match e {
         RowsError::Malformed(m) => SgtError::Validation(m),
         RowsError::Shape(m) => SgtError::Run(m),
     })?;
@@ -207,10 +241,16 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
         return Ok(ok(Vec::<Vec<f32>>::new()));
     }
     if width != model.in_size as usize {
-        return Err(SgtError::Run(format!("data rows have {width} values, expected {}", model.in_size)));
+        return Err(SgtError::Run(format!(
+            "data rows have {width} values, expected {}",
+            model.in_size
+        )));
     }
     if rows.len() > MAX_RUN_VALUES {
-        return Err(SgtError::Run(format!("at most {} rows per request for this model", MAX_RUN_VALUES / width)));
+        return Err(SgtError::Run(format!(
+            "at most {} rows per request for this model",
+            MAX_RUN_VALUES / width
+        )));
     }
     drop(body);
     let mut result = state.sidecar.run(&model_ref(&model), &rows).await;
@@ -240,12 +280,16 @@ pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJ
     let (i, o) = (model.in_size as usize, model.out_size as usize);
     let values = req.train_data.len() as u64 * (i + o) as u64;
     if model.samples * (i + o) as u64 + values > MAX_TRAIN_VALUES {
-        return Err(SgtError::Upload(format!("a model holds at most {MAX_TRAIN_VALUES} training values")));
+        return Err(SgtError::Upload(format!(
+            "a model holds at most {MAX_TRAIN_VALUES} training values"
+        )));
     }
     let mut flat = Vec::with_capacity(values as usize);
     for (n, pair) in req.train_data.iter().enumerate() {
         let [input, label] = pair.as_slice() else {
-            return Err(SgtError::Upload(format!("train_data[{n}] must be a pair [input, label]")));
+            return Err(SgtError::Upload(format!(
+                "train_data[{n}] must be a pair [input, label]"
+            )));
         };
         let row = |v: &Vec<f32>, w: usize, what: &str| flatten_rows(std::slice::from_ref(v), w, what);
         flat.extend(row(input, i, &format!("train_data[{n}] input")).map_err(SgtError::Upload)?);
@@ -253,7 +297,11 @@ pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJ
     }
     let bytes = maas_sidecar_client::wire::encode_f32(&flat);
     let rows = req.train_data.len() as u64;
-    match state.repo.append_train_data(&owner, &model.app_name, &model.name, rows, bytes.into()).await {
+    match state
+        .repo
+        .append_train_data(&owner, &model.app_name, &model.name, rows, bytes.into())
+        .await
+    {
         Ok(_) => Ok(ok(())),
         Err(AppendError::NoModel) => Err(no_model(&model.app_name, &model.name)),
         Err(AppendError::Store(e)) => Err(e.into()),

@@ -128,14 +128,18 @@ pub fn identifier(field: &str, value: &str) -> Result<(), SgtError> {
         return Err(SgtError::Validation(format!("{field} must not be empty")));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(SgtError::Validation(format!("{field} is longer than {MAX_ID_LEN} bytes")));
+        return Err(SgtError::Validation(format!(
+            "{field} is longer than {MAX_ID_LEN} bytes"
+        )));
     }
     Ok(())
 }
 
 pub fn client_data(value: &str) -> Result<(), SgtError> {
     if value.len() > MAX_CLIENT_DATA_LEN {
-        return Err(SgtError::Validation(format!("client_data is longer than {MAX_CLIENT_DATA_LEN} bytes")));
+        return Err(SgtError::Validation(format!(
+            "client_data is longer than {MAX_CLIENT_DATA_LEN} bytes"
+        )));
     }
     Ok(())
 }
@@ -177,8 +181,13 @@ mod tests {
 
     #[test]
     fn rows_must_have_the_right_width_and_finite_values() {
-        assert_eq!(flatten_rows(&[vec![1.0, 2.0], vec![3.0, 4.0]], 2, "data").unwrap(), [1.0, 2.0, 3.0, 4.0]);
-        assert!(flatten_rows(&[vec![1.0, 2.0], vec![3.0]], 2, "data").unwrap_err().contains("row 1"));
+        assert_eq!(
+            flatten_rows(&[vec![1.0, 2.0], vec![3.0, 4.0]], 2, "data").unwrap(),
+            [1.0, 2.0, 3.0, 4.0]
+        );
+        assert!(flatten_rows(&[vec![1.0, 2.0], vec![3.0]], 2, "data")
+            .unwrap_err()
+            .contains("row 1"));
         assert!(flatten_rows(&[vec![f32::INFINITY, 2.0]], 2, "data").is_err());
         assert!(flatten_rows(&[], 2, "data").unwrap().is_empty());
     }

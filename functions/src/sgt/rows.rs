@@ -38,7 +38,10 @@ impl Cursor<'_> {
     }
 
     fn malformed(&self, what: &str) -> RowsError {
-        RowsError::Malformed(format!("data must be an array of arrays of numbers ({what} at byte {})", self.i))
+        RowsError::Malformed(format!(
+            "data must be an array of arrays of numbers ({what} at byte {})",
+            self.i
+        ))
     }
 
     fn number(&mut self) -> Result<f32, RowsError> {
@@ -134,7 +137,14 @@ pub fn parse_rows_prefix(json: &[u8], width: Option<usize>, max_values: usize) -
     let mut rows = 0;
     if c.peek() == Some(b']') {
         c.i += 1;
-        return Ok((Rows { values: out, rows, width: width.unwrap_or(0) }, c.i));
+        return Ok((
+            Rows {
+                values: out,
+                rows,
+                width: width.unwrap_or(0),
+            },
+            c.i,
+        ));
     }
     loop {
         if c.next() != Some(b'[') {
@@ -156,18 +166,32 @@ pub fn parse_rows_prefix(json: &[u8], width: Option<usize>, max_values: usize) -
         let n = out.len() - start;
         let w = *width.get_or_insert(n);
         if n != w {
-            return Err(RowsError::Shape(format!("data row {rows} has {n} values, expected {w}")));
+            return Err(RowsError::Shape(format!(
+                "data row {rows} has {n} values, expected {w}"
+            )));
         }
         if out[start..].iter().any(|v| !v.is_finite()) {
             return Err(RowsError::Shape(format!("data row {rows} holds a number out of range")));
         }
         if out.len() > max_values {
-            return Err(RowsError::Shape(format!("at most {} rows per request for this model", max_values / w.max(1))));
+            return Err(RowsError::Shape(format!(
+                "at most {} rows per request for this model",
+                max_values / w.max(1)
+            )));
         }
         rows += 1;
         match c.next() {
             Some(b',') => continue,
-            Some(b']') => return Ok((Rows { values: out, rows, width: width.unwrap_or(0) }, c.i)),
+            Some(b']') => {
+                return Ok((
+                    Rows {
+                        values: out,
+                        rows,
+                        width: width.unwrap_or(0),
+                    },
+                    c.i,
+                ))
+            }
             _ => return Err(c.malformed("expected ',' or ']'")),
         }
     }
@@ -234,7 +258,11 @@ fn skip_value(c: &mut Cursor<'_>) -> Option<()> {
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.checked_sub(1)?,
             _ => {
-                while c.s.get(c.i).is_some_and(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')) {
+                while c
+                    .s
+                    .get(c.i)
+                    .is_some_and(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                {
                     c.i += 1;
                 }
             }
@@ -288,7 +316,10 @@ mod tests {
         let (rows, rest) = split_data(body, 1 << 20).unwrap().unwrap();
         assert_eq!((rows.values, rows.rows, rows.width), (vec![1.0, 2.0, 3.0, 4.0], 2, 2));
         let rest: serde_json::Value = serde_json::from_slice(&rest).unwrap();
-        assert_eq!(rest, serde_json::json!({"secret_id": "a\"data\":", "data": null, "n": {"x": [1, "]"]}, "app_name": "b"}));
+        assert_eq!(
+            rest,
+            serde_json::json!({"secret_id": "a\"data\":", "data": null, "n": {"x": [1, "]"]}, "app_name": "b"})
+        );
         let last = br#"{"a": 1, "data": []}"#;
         let (rows, rest) = split_data(last, 1 << 20).unwrap().unwrap();
         assert_eq!((rows.rows, rest.as_slice()), (0, &br#"{"a": 1, "data": null}"#[..]));
@@ -296,14 +327,29 @@ mod tests {
         assert!(split_data(b"[1]", 10).is_none());
         assert!(split_data(br#"{"a": 1}"#, 10).is_none());
         assert!(split_data(br#"{"a": 1"#, 10).is_none());
-        assert!(matches!(split_data(br#"{"data": [1, 2]}"#, 10), Some(Err(RowsError::Malformed(_)))));
-        assert!(matches!(split_data(br#"{"data": [[1, 2], [3]]}"#, 10), Some(Err(RowsError::Shape(_)))));
+        assert!(matches!(
+            split_data(br#"{"data": [1, 2]}"#, 10),
+            Some(Err(RowsError::Malformed(_)))
+        ));
+        assert!(matches!(
+            split_data(br#"{"data": [[1, 2], [3]]}"#, 10),
+            Some(Err(RowsError::Shape(_)))
+        ));
     }
 
     #[test]
     fn short_decimals_take_the_fast_path_and_round_exactly_like_serde() {
-        let mut texts = vec!["0".to_string(), "-0".into(), "1234567".into(), "0.1234567".into(), "-9.999999".into(),
-            "0.0000000001".into(), "9999999".into(), "16777216".into(), "0.12345678".into()];
+        let mut texts = vec![
+            "0".to_string(),
+            "-0".into(),
+            "1234567".into(),
+            "0.1234567".into(),
+            "-9.999999".into(),
+            "0.0000000001".into(),
+            "9999999".into(),
+            "16777216".into(),
+            "0.12345678".into(),
+        ];
         for i in 0..20_000u32 {
             texts.push(format!("{}.{:0w$}", i % 997, i, w = (i % 4) as usize + 1));
             texts.push(format!("-0.{i:06}"));
@@ -319,9 +365,25 @@ mod tests {
             let mut c = Cursor { s: t.as_bytes(), i: 0 };
             assert_eq!(c.number().unwrap().to_bits(), serde.to_bits(), "{t}");
         }
-        assert!(fast_count * 10 > texts.len() * 7, "most short decimals take the fast path: {fast_count}");
-        for long in ["16777217", "1.6777217", "99999999", "0.00000000001", "1e5", "1.", "-", ".5", "1.5E3"] {
-            let mut c = Cursor { s: long.as_bytes(), i: 0 };
+        assert!(
+            fast_count * 10 > texts.len() * 7,
+            "most short decimals take the fast path: {fast_count}"
+        );
+        for long in [
+            "16777217",
+            "1.6777217",
+            "99999999",
+            "0.00000000001",
+            "1e5",
+            "1.",
+            "-",
+            ".5",
+            "1.5E3",
+        ] {
+            let mut c = Cursor {
+                s: long.as_bytes(),
+                i: 0,
+            };
             assert!(c.short_decimal().is_none(), "{long}");
             assert_eq!(c.i, 0);
         }
@@ -333,14 +395,33 @@ mod tests {
         assert!(shape("[[1,2],[3]]", 2));
         assert!(shape("[[1,2,3]]", 2));
         assert!(shape("[[1e39, 0]]", 2));
-        assert!(matches!(parse_rows(b"[[1,2],[3,4],[5,6]]", 2, 4), Err(RowsError::Shape(m)) if m.contains("at most 2 rows")));
+        assert!(
+            matches!(parse_rows(b"[[1,2],[3,4],[5,6]]", 2, 4), Err(RowsError::Shape(m)) if m.contains("at most 2 rows"))
+        );
     }
 
     #[test]
     fn anything_but_an_array_of_number_arrays_is_malformed() {
-        for bad in ["", "{}", "[1,2]", "[[1,2]", "[[1,,2]]", "[[1,2],]", "[[\"1\",2]]", "[[null,2]]", "[[NaN,2]]",
-            "[[inf,2]]", "[[+1,2]]", "[[1,2]] x", "[[1 2]]", "[[true,2]]"] {
-            assert!(matches!(parse_rows(bad.as_bytes(), 2, 1 << 20), Err(RowsError::Malformed(_))), "{bad:?}");
+        for bad in [
+            "",
+            "{}",
+            "[1,2]",
+            "[[1,2]",
+            "[[1,,2]]",
+            "[[1,2],]",
+            "[[\"1\",2]]",
+            "[[null,2]]",
+            "[[NaN,2]]",
+            "[[inf,2]]",
+            "[[+1,2]]",
+            "[[1,2]] x",
+            "[[1 2]]",
+            "[[true,2]]",
+        ] {
+            assert!(
+                matches!(parse_rows(bad.as_bytes(), 2, 1 << 20), Err(RowsError::Malformed(_))),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -40,11 +40,20 @@ impl SidecarClient {
             .pool_max_idle_per_host(64)
             .build()
             .expect("reqwest client builds");
-        SidecarClient { base: base_url.trim_end_matches('/').to_string(), secret: secret.to_string(), http }
+        SidecarClient {
+            base: base_url.trim_end_matches('/').to_string(),
+            secret: secret.to_string(),
+            http,
+        }
     }
 
     pub async fn health(&self) -> Result<(), SidecarError> {
-        let res = self.http.get(format!("{}/health", self.base)).send().await.map_err(unavailable)?;
+        let res = self
+            .http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await
+            .map_err(unavailable)?;
         check(res).await.map(drop)
     }
 
@@ -52,7 +61,13 @@ impl SidecarClient {
     /// row-major outputs, `model.out_size` values each.
     pub async fn run(&self, model: &ModelRef, rows: &[f32]) -> Result<Vec<f32>, SidecarError> {
         let n_rows = rows.len() / model.in_size.max(1) as usize;
-        let body = wire::encode_run(&RunHeader { model: model.clone(), rows: n_rows as u32 }, rows);
+        let body = wire::encode_run(
+            &RunHeader {
+                model: model.clone(),
+                rows: n_rows as u32,
+            },
+            rows,
+        );
         let res = self
             .http
             .post(format!("{}/v1/sgt/run", self.base))

@@ -46,7 +46,10 @@ pub fn encode_run(header: &RunHeader, rows: &[f32]) -> Vec<u8> {
 
 /// Splits a run request into its header and rows, checking that the sizes agree.
 pub fn decode_run(body: &[u8]) -> Result<(RunHeader, Vec<f32>), String> {
-    let len_bytes: [u8; 4] = body.get(..4).and_then(|b| b.try_into().ok()).ok_or("truncated header length")?;
+    let len_bytes: [u8; 4] = body
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("truncated header length")?;
     let len = u32::from_le_bytes(len_bytes) as usize;
     let json = body.get(4..4 + len).ok_or("truncated header")?;
     let header: RunHeader = serde_json::from_slice(json).map_err(|e| format!("bad header: {e}"))?;
@@ -66,7 +69,10 @@ pub fn decode_f32(bytes: &[u8]) -> Result<Vec<f32>, String> {
     if bytes.len() % 4 != 0 {
         return Err("f32 payload is not a multiple of 4 bytes".into());
     }
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 #[cfg(test)]
@@ -81,7 +87,10 @@ mod tests {
                 in_size: 3,
                 out_size: 1,
                 seed: 7,
-                checkpoint: Some(CheckpointRef { blob: "b".into(), version: 2 }),
+                checkpoint: Some(CheckpointRef {
+                    blob: "b".into(),
+                    version: 2,
+                }),
             },
             rows,
         }

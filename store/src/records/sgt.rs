@@ -85,7 +85,10 @@ impl Record for SgtModel {
     }
     fn gsi1(&self) -> Option<Key> {
         self.is_public.then(|| {
-            Key::new(PUBLIC_INDEX, format!("{}#{}#{}", part(&self.owner), part(&self.app_name), part(&self.name)))
+            Key::new(
+                PUBLIC_INDEX,
+                format!("{}#{}#{}", part(&self.owner), part(&self.app_name), part(&self.name)),
+            )
         })
     }
     fn ver(&self) -> u64 {
@@ -95,7 +98,10 @@ impl Record for SgtModel {
 
 impl SgtModel {
     pub fn key_for(owner: &str, app_name: &str, name: &str) -> Key {
-        Key::new(format!("USER#{}", part(owner)), format!("SGTMODEL#{}#{}", part(app_name), part(name)))
+        Key::new(
+            format!("USER#{}", part(owner)),
+            format!("SGTMODEL#{}#{}", part(app_name), part(name)),
+        )
     }
 
     /// Where this model's blobs live; deleting the prefix deletes them all.
@@ -129,7 +135,10 @@ impl From<StoreError> for AppendError {
 
 impl SgtRepo {
     pub fn new(stores: &Stores) -> Self {
-        SgtRepo { table: stores.table.clone(), blobs: stores.blobs.clone() }
+        SgtRepo {
+            table: stores.table.clone(),
+            blobs: stores.blobs.clone(),
+        }
     }
 
     pub async fn get<R: Record>(&self, key: &Key) -> StoreResult<Option<R>> {
@@ -171,7 +180,9 @@ impl SgtRepo {
         mut change: impl FnMut(&mut SgtModel),
     ) -> StoreResult<Option<SgtModel>> {
         for _ in 0..CAS_RETRIES {
-            let Some(mut model) = self.get::<SgtModel>(key).await? else { return Ok(None) };
+            let Some(mut model) = self.get::<SgtModel>(key).await? else {
+                return Ok(None);
+            };
             let expected = model.ver;
             change(&mut model);
             model.ver = expected + 1;
@@ -189,10 +200,18 @@ impl SgtRepo {
     /// unreachable leftovers, never a half-deleted visible model.
     pub async fn delete_model(&self, owner: &str, app_name: &str, name: &str) -> StoreResult<Option<SgtModel>> {
         let key = SgtModel::key_for(owner, app_name, name);
-        let Some(model) = self.get::<SgtModel>(&key).await? else { return Ok(None) };
+        let Some(model) = self.get::<SgtModel>(&key).await? else {
+            return Ok(None);
+        };
         let writes = vec![
-            Write::Delete { key, cond: Cond::Version(model.ver) },
-            Write::Delete { key: TrainJob::key_for(&model.model_id), cond: Cond::Always },
+            Write::Delete {
+                key,
+                cond: Cond::Version(model.ver),
+            },
+            Write::Delete {
+                key: TrainJob::key_for(&model.model_id),
+                cond: Cond::Always,
+            },
         ];
         match self.table.write(writes).await {
             Ok(()) => {}
@@ -205,7 +224,11 @@ impl SgtRepo {
     }
 
     async fn purge_model_data(&self, model_id: &str) -> StoreResult<()> {
-        for chunk in self.table.query(&Query::primary(chunk_prefix(model_id), "CHUNK#")).await? {
+        for chunk in self
+            .table
+            .query(&Query::primary(chunk_prefix(model_id), "CHUNK#"))
+            .await?
+        {
             self.table.delete(chunk.key()?, Cond::Always).await?;
         }
         for blob in self.blobs.list(&format!("sgt/{model_id}/")).await? {
@@ -226,11 +249,15 @@ impl SgtRepo {
         data: bytes::Bytes,
     ) -> Result<SgtModel, AppendError> {
         let key = SgtModel::key_for(owner, app_name, name);
-        let Some(first) = self.get::<SgtModel>(&key).await? else { return Err(AppendError::NoModel) };
+        let Some(first) = self.get::<SgtModel>(&key).await? else {
+            return Err(AppendError::NoModel);
+        };
         let blob = format!("{}data/{}.f32", first.blob_prefix(), uuid::Uuid::new_v4());
         self.blobs.put(&blob, data).await?;
         for _ in 0..CAS_RETRIES {
-            let Some(mut model) = self.get::<SgtModel>(&key).await? else { break };
+            let Some(mut model) = self.get::<SgtModel>(&key).await? else {
+                break;
+            };
             if model.model_id != first.model_id {
                 break; // deleted and re-created meanwhile: this data belonged to the old one
             }
@@ -238,12 +265,24 @@ impl SgtRepo {
             model.data_version += 1;
             model.samples += rows;
             model.ver += 1;
-            let chunk = TrainChunk { model_id: model.model_id.clone(), seq: model.data_version, blob: blob.clone(), rows, ver: 0 };
+            let chunk = TrainChunk {
+                model_id: model.model_id.clone(),
+                seq: model.data_version,
+                blob: blob.clone(),
+                rows,
+                ver: 0,
+            };
             let job = self.get::<TrainJob>(&TrainJob::key_for(&model.model_id)).await?;
             let job_write = TrainJob::queued(job, &model);
             let writes = vec![
-                Write::Put { item: to_item(&model)?, cond: Cond::Version(expected) },
-                Write::Put { item: to_item(&chunk)?, cond: Cond::NotExists },
+                Write::Put {
+                    item: to_item(&model)?,
+                    cond: Cond::Version(expected),
+                },
+                Write::Put {
+                    item: to_item(&chunk)?,
+                    cond: Cond::NotExists,
+                },
                 job_write,
             ];
             match self.table.write(writes).await {
@@ -258,7 +297,13 @@ impl SgtRepo {
 
     /// Copies `source` (weights and fields) to `new_name` under `owner`. `ConditionFailed` when
     /// the target name is taken.
-    pub async fn clone_model(&self, source: &SgtModel, owner: &str, new_name: &str, model_id: String) -> StoreResult<SgtModel> {
+    pub async fn clone_model(
+        &self,
+        source: &SgtModel,
+        owner: &str,
+        new_name: &str,
+        model_id: String,
+    ) -> StoreResult<SgtModel> {
         let mut source = source.clone();
         for _ in 0..CAS_RETRIES {
             match self.try_clone(&source, owner, new_name, &model_id).await {
@@ -274,7 +319,9 @@ impl SgtRepo {
                 other => return other,
             }
         }
-        Err(StoreError::backend("the source model kept changing while it was cloned"))
+        Err(StoreError::backend(
+            "the source model kept changing while it was cloned",
+        ))
     }
 
     async fn try_clone(&self, source: &SgtModel, owner: &str, new_name: &str, model_id: &str) -> StoreResult<SgtModel> {

@@ -103,7 +103,10 @@ impl TrainJob {
                 }
                 job.updated_at = now;
                 job.ver += 1;
-                Write::Put { item: to_item(&job).expect("job serialises"), cond }
+                Write::Put {
+                    item: to_item(&job).expect("job serialises"),
+                    cond,
+                }
             }
             None => {
                 let job = TrainJob {
@@ -120,7 +123,10 @@ impl TrainJob {
                     updated_at: now,
                     ver: 0,
                 };
-                Write::Put { item: to_item(&job).expect("job serialises"), cond: Cond::NotExists }
+                Write::Put {
+                    item: to_item(&job).expect("job serialises"),
+                    cond: Cond::NotExists,
+                }
             }
         }
     }
@@ -134,7 +140,9 @@ impl TrainJob {
     }
 
     pub fn held_by(&self, worker: &str, now_ms: i64) -> bool {
-        self.status == JobStatus::Running && self.lease_owner.as_deref() == Some(worker) && self.lease_until_ms >= now_ms
+        self.status == JobStatus::Running
+            && self.lease_owner.as_deref() == Some(worker)
+            && self.lease_until_ms >= now_ms
     }
 }
 
@@ -196,7 +204,9 @@ impl SgtRepo {
     ) -> Result<(TrainJob, SgtModel), LeaseError> {
         let mut job = job.clone();
         for _ in 0..32 {
-            let Some(mut model) = self.get::<SgtModel>(&job.model_key()).await? else { return Err(LeaseError::Lost) };
+            let Some(mut model) = self.get::<SgtModel>(&job.model_key()).await? else {
+                return Err(LeaseError::Lost);
+            };
             if model.model_id != job.model_id {
                 return Err(LeaseError::Lost);
             }
@@ -206,12 +216,23 @@ impl SgtRepo {
             next.lease_until_ms = crate::now_millis() + lease_ms;
             next.updated_at = crate::now_secs();
             next.ver += 1;
-            let mut writes = vec![Write::Put { item: to_item(&next)?, cond: Cond::Version(job_ver) }];
+            let mut writes = vec![Write::Put {
+                item: to_item(&next)?,
+                cond: Cond::Version(job_ver),
+            }];
             if let Some(blob) = &checkpoint_blob {
                 let version = model.checkpoint.as_ref().map_or(0, |c| c.version) + 1;
-                model.checkpoint = Some(Checkpoint { blob: blob.clone(), step: progress.0, loss: progress.1, version });
+                model.checkpoint = Some(Checkpoint {
+                    blob: blob.clone(),
+                    step: progress.0,
+                    loss: progress.1,
+                    version,
+                });
                 model.ver += 1;
-                writes.push(Write::Put { item: to_item(&model)?, cond: Cond::Version(model_ver) });
+                writes.push(Write::Put {
+                    item: to_item(&model)?,
+                    cond: Cond::Version(model_ver),
+                });
             }
             match self.table.write(writes).await {
                 Ok(()) => return Ok((next, model)),
@@ -220,7 +241,9 @@ impl SgtRepo {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(LeaseError::Store(StoreError::backend("too much contention on a training job")))
+        Err(LeaseError::Store(StoreError::backend(
+            "too much contention on a training job",
+        )))
     }
 
     /// Marks the job done if no new data arrived meanwhile; `Ok(false)` means keep training.
@@ -244,7 +267,10 @@ impl SgtRepo {
 
     /// All training chunks of a model, in upload order, with their data.
     pub async fn load_train_data(&self, model_id: &str) -> StoreResult<Vec<(TrainChunk, bytes::Bytes)>> {
-        let items = self.table.query(&Query::primary(chunk_prefix(model_id), "CHUNK#")).await?;
+        let items = self
+            .table
+            .query(&Query::primary(chunk_prefix(model_id), "CHUNK#"))
+            .await?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let chunk: TrainChunk = from_item(item)?;
