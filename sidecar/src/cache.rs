@@ -49,11 +49,6 @@ impl ModelCache {
         }
     }
 
-    /// Drops a model, e.g. after its checkpoint was replaced by a clone or it was deleted.
-    pub fn invalidate(&self, model_id: &str) {
-        self.entries.lock().expect("cache lock").pop(model_id);
-    }
-
     /// The network for `model`: at least as new as the checkpoint the caller saw.
     pub async fn get(&self, model: &ModelRef, blobs: &dyn Blobs) -> Result<Arc<Mlp>, LoadError> {
         if !maas_sidecar_client::MODEL_TYPES.contains(&model.model_type.as_str()) {

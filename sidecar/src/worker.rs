@@ -119,9 +119,8 @@ impl Worker {
             };
             job = next_job;
             self.publish(&model, &trainer)?;
-            if let Some(old) = last_blob.replace(blob) {
-                // Keep one generation back for readers that saw the previous record.
-                self.prune(&job.model_id, &old).await;
+            if let Some(previous) = last_blob.replace(blob.clone()) {
+                self.prune(&job.model_id, &blob, &previous).await;
             }
             if job.data_version > trained_version {
                 let (v, x, y) = self.load_data(&model).await?;
@@ -133,7 +132,10 @@ impl Worker {
                         tracing::info!(worker = %self.id, model_id = %job.model_id, step = progress.step, loss = progress.loss, "training done");
                         return Ok(());
                     }
-                    Ok(false) => job = self.repo.refresh_job(&job, &self.id).await.or_else(lost_refresh)?,
+                    Ok(false) => match self.repo.refresh_job(&job, &self.id).await {
+                        Ok(refreshed) => job = refreshed,
+                        Err(e) => return lost(e),
+                    },
                     Err(e) => return lost(e),
                 }
             }
@@ -149,24 +151,13 @@ impl Worker {
         Ok(())
     }
 
-    async fn prune(&self, model_id: &str, keep: &str) {
+    /// Deletes this model's checkpoints other than `live` (just written) and `previous` (kept
+    /// one generation for readers that saw the earlier record).
+    async fn prune(&self, model_id: &str, live: &str, previous: &str) {
         let Ok(blobs) = self.repo.blobs.list(&format!("sgt/{model_id}/ckpt/")).await else {
             return;
         };
-        let current = self
-            .repo
-            .get::<TrainJob>(&TrainJob::key_for(model_id))
-            .await
-            .ok()
-            .flatten();
-        if current.is_none() {
-            return;
-        }
-        let Ok(Some(model)) = self.repo.get::<SgtModel>(&current.expect("job").model_key()).await else {
-            return;
-        };
-        let live = model.checkpoint.map(|c| c.blob).unwrap_or_default();
-        for b in blobs.into_iter().filter(|b| b != keep && *b != live) {
+        for b in blobs.into_iter().filter(|b| b != live && b != previous) {
             self.repo.blobs.delete(&b).await.ok();
         }
     }
@@ -216,8 +207,4 @@ fn lost<T>(e: LeaseError) -> Result<T, Failure> {
         LeaseError::Lost => Err("lease lost or model deleted".into()),
         LeaseError::Store(e) => Err(e.into()),
     }
-}
-
-fn lost_refresh(e: LeaseError) -> Result<TrainJob, Failure> {
-    lost(e)
 }
