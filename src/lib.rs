@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::Parser;
-use maas_functions::config::{ApiConfig, DEFAULT_BODY_LIMIT};
+use maas_functions::config::{ApiConfig, IdentityArgs, DEFAULT_BODY_LIMIT};
 use maas_functions::{AppState, ROUTES};
 use maas_sidecar::{Sidecar, SidecarConfig};
 use maas_sidecar_client::SidecarClient;
@@ -54,6 +54,8 @@ pub struct Config {
     /// directory when unset.
     #[arg(long, env = "MAAS_SYSTEM_KEY", hide_env_values = true)]
     pub system_key: Option<String>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 impl Config {
@@ -102,14 +104,19 @@ impl Gateway {
                 (Some(sidecar), url, secret)
             }
         };
+        let mut identity = config.identity.clone();
+        if identity.jwt_keys.as_deref().is_none_or(str::is_empty) {
+            identity.jwt_keys = Some(stored_jwt_keys(&config.data_dir)?);
+        }
         let api = ApiConfig {
             store: config.store_config(),
             sidecar_url: url,
             sidecar_secret: secret,
             system_key: system_key.clone(),
             body_limit: config.body_limit,
+            identity,
         };
-        let state = AppState::new(&stores, &api);
+        let state = AppState::new(&stores, &api).await?;
         let health = state.sidecar.clone();
         let app = maas_functions::router(state, ROUTES.iter()).route("/health", get(health_check).with_state(health));
         let listener = tokio::net::TcpListener::bind(&config.addr)
@@ -117,6 +124,7 @@ impl Gateway {
             .with_context(|| format!("binding {}", config.addr))?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "server stopped");
             }
@@ -173,6 +181,20 @@ fn stored_system_key(dir: &Path) -> anyhow::Result<String> {
         path.display()
     );
     Ok(key)
+}
+
+/// The JWT signing key kept in the data directory, created on first start.
+fn stored_jwt_keys(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("jwt-keys");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        if !k.trim().is_empty() {
+            return Ok(k.trim().to_string());
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let spec = maas_functions::v1::tokens::TokenKeys::generate_spec();
+    write_private(&path, &spec)?;
+    Ok(spec)
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

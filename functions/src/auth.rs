@@ -40,6 +40,20 @@ fn random_seed() -> [u8; 16] {
     seed
 }
 
+/// The stored form of a generated 256-bit key: a fast hash is enough when the secret cannot be
+/// guessed, and keeps API-key checks cheap.
+pub fn hash_key(secret: &str) -> String {
+    format!("sha256${:x}", Sha256::digest(secret.as_bytes()))
+}
+
+fn verify_key(secret: &str, stored_hex: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
+        .as_bytes()
+        .ct_eq(stored_hex.as_bytes())
+        .into()
+}
+
 fn verify_hash(secret: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(secret.as_bytes(), &h).is_ok())
 }
@@ -62,8 +76,11 @@ impl Default for SecretVerifier {
 }
 
 impl SecretVerifier {
-    /// True when `secret` matches the stored `phc` hash.
+    /// True when `secret` matches the stored hash (argon2id PHC string or `sha256$hex`).
     pub async fn verify(&self, id: &str, secret: &str, phc: &str) -> bool {
+        if let Some(hex) = phc.strip_prefix("sha256$") {
+            return verify_key(secret, hex);
+        }
         let digest: [u8; 32] = Sha256::new()
             .chain_update(id.as_bytes())
             .chain_update([0])
@@ -92,6 +109,17 @@ impl SecretVerifier {
     }
 }
 
+impl SecretVerifier {
+    /// Checks a password against its argon2id hash, off the async threads and never cached:
+    /// every sign-in pays the full cost, which is what makes guessing slow.
+    pub async fn verify_password(&self, password: &str, phc: &str) -> bool {
+        let (password, phc) = (password.to_string(), phc.to_string());
+        tokio::task::spawn_blocking(move || verify_hash(&password, &phc))
+            .await
+            .unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +137,7 @@ mod tests {
         // A rotated secret invalidates what was remembered about the old one.
         let rotated = hash_secret("new-value");
         assert!(!v.verify("id", "s3cret-value", &rotated).await);
+        let key = hash_key("generated");
+        assert!(v.verify("id", "generated", &key).await && !v.verify("id", "generatee", &key).await);
     }
 }

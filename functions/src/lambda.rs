@@ -21,7 +21,7 @@ pub async fn serve_route(name: &str) -> Result<(), lambda_http::Error> {
     let route = routes::find(name).ok_or_else(|| format!("no route named {name}"))?;
     let config = ApiConfig::from_env()?;
     let stores = Stores::open(&config.store).await?;
-    let app = routes::router(AppState::new(&stores, &config), [route]);
+    let app = routes::router(AppState::new(&stores, &config).await?, [route]);
     lambda_http::run(app).await
 }
 

@@ -4,11 +4,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod http;
 pub mod lambda;
 pub mod routes;
 pub mod sgt;
 pub mod state;
+pub mod v1;
 
 pub use routes::{router, Route, ROUTES};
 pub use state::AppState;

@@ -3,9 +3,14 @@
 use axum::routing::MethodRouter;
 use axum::Router;
 
+use utoipa_axum::router::UtoipaMethodRouter;
+
 use crate::http::{common_layers, sgt_layers};
 use crate::sgt::handlers as sgt;
 use crate::state::AppState;
+use crate::v1::guard::{guard, Access, Guarded};
+use crate::v1::limits::Class;
+use crate::v1::{accounts, api_keys, profile, roles, system, users, v1_layers, V1_BODY_LIMIT};
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
 /// sample event's file name.
@@ -13,78 +18,323 @@ pub struct Route {
     pub name: &'static str,
     pub method: &'static str,
     pub path: &'static str,
-    pub handler: fn() -> MethodRouter<AppState>,
+    pub access: Access,
+    pub class: Class,
+    pub endpoint: Endpoint,
 }
 
-use axum::routing::post;
+/// A route's handler: SGT handlers are plain; v1 handlers carry their OpenAPI description.
+pub enum Endpoint {
+    Sgt(fn() -> MethodRouter<AppState>),
+    V1(fn() -> UtoipaMethodRouter<AppState>),
+}
+
+macro_rules! sgt {
+    ($name:literal, $path:literal, $handler:path) => {
+        Route {
+            name: $name,
+            method: "POST",
+            path: $path,
+            access: Access::Sgt,
+            class: Class::Other,
+            endpoint: Endpoint::Sgt(|| axum::routing::post($handler)),
+        }
+    };
+}
+
+macro_rules! v1 {
+    ($name:literal, $method:literal, $path:literal, $access:expr, $class:ident, $handler:path) => {
+        Route {
+            name: $name,
+            method: $method,
+            path: $path,
+            access: $access,
+            class: Class::$class,
+            endpoint: Endpoint::V1(|| utoipa_axum::routes!($handler)),
+        }
+    };
+}
+
+const fn needs(permission: &'static str) -> Access {
+    Access::Permission(permission)
+}
 
 pub static ROUTES: &[Route] = &[
-    Route {
-        name: "sgt-update-auth-token",
-        method: "POST",
-        path: "/sgt/private/update_auth_token",
-        handler: || post(sgt::update_auth_token),
-    },
-    Route {
-        name: "sgt-check-auth-token",
-        method: "POST",
-        path: "/sgt/public/check_auth_token",
-        handler: || post(sgt::check_auth_token),
-    },
-    Route {
-        name: "sgt-create-model",
-        method: "POST",
-        path: "/sgt/public/create_sgt_model",
-        handler: || post(sgt::create_model),
-    },
-    Route {
-        name: "sgt-delete-model",
-        method: "POST",
-        path: "/sgt/public/delete_sgt_model",
-        handler: || post(sgt::delete_model),
-    },
-    Route {
-        name: "sgt-update-model-client-data",
-        method: "POST",
-        path: "/sgt/public/update_sgt_model_client_data",
-        handler: || post(sgt::update_client_data),
-    },
-    Route {
-        name: "sgt-read-my-models",
-        method: "POST",
-        path: "/sgt/public/read_my_sgt_model",
-        handler: || post(sgt::read_my_models),
-    },
-    Route {
-        name: "sgt-read-public-models",
-        method: "POST",
-        path: "/sgt/public/read_public_sgt_model",
-        handler: || post(sgt::read_public_models),
-    },
-    Route {
-        name: "sgt-clone-model-to-mine",
-        method: "POST",
-        path: "/sgt/public/clone_sgt_model_to_mine",
-        handler: || post(sgt::clone_model_to_mine),
-    },
-    Route {
-        name: "sgt-run-model",
-        method: "POST",
-        path: "/sgt/public/run_sgt_model",
-        handler: || post(sgt::run_model),
-    },
-    Route {
-        name: "sgt-upload-train-data",
-        method: "POST",
-        path: "/sgt/public/upload_sgt_model_train_data",
-        handler: || post(sgt::upload_train_data),
-    },
-    Route {
-        name: "sgt-list-model-type",
-        method: "POST",
-        path: "/sgt/public/list_model_type",
-        handler: || post(sgt::list_model_type),
-    },
+    sgt!(
+        "sgt-update-auth-token",
+        "/sgt/private/update_auth_token",
+        sgt::update_auth_token
+    ),
+    sgt!(
+        "sgt-check-auth-token",
+        "/sgt/public/check_auth_token",
+        sgt::check_auth_token
+    ),
+    sgt!("sgt-create-model", "/sgt/public/create_sgt_model", sgt::create_model),
+    sgt!("sgt-delete-model", "/sgt/public/delete_sgt_model", sgt::delete_model),
+    sgt!(
+        "sgt-update-model-client-data",
+        "/sgt/public/update_sgt_model_client_data",
+        sgt::update_client_data
+    ),
+    sgt!(
+        "sgt-read-my-models",
+        "/sgt/public/read_my_sgt_model",
+        sgt::read_my_models
+    ),
+    sgt!(
+        "sgt-read-public-models",
+        "/sgt/public/read_public_sgt_model",
+        sgt::read_public_models
+    ),
+    sgt!(
+        "sgt-clone-model-to-mine",
+        "/sgt/public/clone_sgt_model_to_mine",
+        sgt::clone_model_to_mine
+    ),
+    sgt!("sgt-run-model", "/sgt/public/run_sgt_model", sgt::run_model),
+    sgt!(
+        "sgt-upload-train-data",
+        "/sgt/public/upload_sgt_model_train_data",
+        sgt::upload_train_data
+    ),
+    sgt!(
+        "sgt-list-model-type",
+        "/sgt/public/list_model_type",
+        sgt::list_model_type
+    ),
+    v1!(
+        "v1-auth-register",
+        "POST",
+        "/api/v1/auth/register",
+        Access::Public,
+        Auth,
+        accounts::register
+    ),
+    v1!(
+        "v1-auth-login",
+        "POST",
+        "/api/v1/auth/login",
+        Access::Public,
+        Auth,
+        accounts::login
+    ),
+    v1!(
+        "v1-auth-token",
+        "POST",
+        "/api/v1/auth/token",
+        Access::Public,
+        Auth,
+        accounts::token
+    ),
+    v1!(
+        "v1-login",
+        "POST",
+        "/api/v1/login",
+        Access::Public,
+        Auth,
+        accounts::login_legacy
+    ),
+    v1!(
+        "v1-auth-refresh",
+        "POST",
+        "/api/v1/auth/refresh",
+        Access::Public,
+        Auth,
+        accounts::refresh
+    ),
+    v1!(
+        "v1-auth-logout",
+        "POST",
+        "/api/v1/auth/logout",
+        needs("profile:read"),
+        Other,
+        accounts::logout
+    ),
+    v1!(
+        "v1-auth-me",
+        "GET",
+        "/api/v1/auth/me",
+        needs("profile:read"),
+        Other,
+        profile::auth_me
+    ),
+    v1!(
+        "v1-users-me",
+        "GET",
+        "/api/v1/users/me",
+        needs("profile:read"),
+        Other,
+        profile::me
+    ),
+    v1!(
+        "v1-users-me-update",
+        "PUT",
+        "/api/v1/users/me",
+        needs("profile:write"),
+        Other,
+        profile::update_me
+    ),
+    v1!(
+        "v1-users-me-password",
+        "PUT",
+        "/api/v1/users/me/password",
+        needs("profile:write"),
+        Other,
+        accounts::change_password
+    ),
+    v1!(
+        "v1-users-me-stats",
+        "GET",
+        "/api/v1/users/me/stats",
+        needs("usage:read"),
+        Other,
+        profile::stats
+    ),
+    v1!(
+        "v1-users-me-api-usage",
+        "GET",
+        "/api/v1/users/me/api-usage",
+        needs("usage:read"),
+        Other,
+        profile::api_usage
+    ),
+    v1!(
+        "v1-api-keys-create",
+        "POST",
+        "/api/v1/users/me/api-keys",
+        needs("apikey:write"),
+        Other,
+        api_keys::create
+    ),
+    v1!(
+        "v1-api-keys-list",
+        "GET",
+        "/api/v1/users/me/api-keys",
+        needs("apikey:read"),
+        Other,
+        api_keys::list
+    ),
+    v1!(
+        "v1-api-keys-delete",
+        "DELETE",
+        "/api/v1/users/me/api-keys/{key_id}",
+        needs("apikey:write"),
+        Other,
+        api_keys::delete
+    ),
+    v1!(
+        "v1-users-list",
+        "GET",
+        "/api/v1/users",
+        needs("users:read"),
+        Other,
+        users::list
+    ),
+    v1!(
+        "v1-users-create",
+        "POST",
+        "/api/v1/users",
+        needs("users:write"),
+        Other,
+        users::create
+    ),
+    v1!(
+        "v1-users-get",
+        "GET",
+        "/api/v1/users/{id}",
+        needs("users:read"),
+        Other,
+        users::get
+    ),
+    v1!(
+        "v1-users-update",
+        "PUT",
+        "/api/v1/users/{id}",
+        needs("users:write"),
+        Other,
+        users::update
+    ),
+    v1!(
+        "v1-users-delete",
+        "DELETE",
+        "/api/v1/users/{id}",
+        needs("users:write"),
+        Other,
+        users::delete
+    ),
+    v1!(
+        "v1-roles-list",
+        "GET",
+        "/api/v1/permissions/roles",
+        needs("roles:read"),
+        Other,
+        roles::list
+    ),
+    v1!(
+        "v1-roles-create",
+        "POST",
+        "/api/v1/permissions/roles",
+        needs("roles:write"),
+        Other,
+        roles::create
+    ),
+    v1!(
+        "v1-roles-init",
+        "POST",
+        "/api/v1/permissions/roles/init",
+        needs("roles:write"),
+        Other,
+        roles::init
+    ),
+    v1!(
+        "v1-roles-get",
+        "GET",
+        "/api/v1/permissions/roles/{id}",
+        needs("roles:read"),
+        Other,
+        roles::get
+    ),
+    v1!(
+        "v1-roles-update",
+        "PUT",
+        "/api/v1/permissions/roles/{id}",
+        needs("roles:write"),
+        Other,
+        roles::update
+    ),
+    v1!(
+        "v1-roles-delete",
+        "DELETE",
+        "/api/v1/permissions/roles/{id}",
+        needs("roles:write"),
+        Other,
+        roles::delete
+    ),
+    v1!(
+        "v1-permissions-check",
+        "POST",
+        "/api/v1/permissions/check",
+        needs("profile:read"),
+        Other,
+        roles::check
+    ),
+    v1!(
+        "v1-system-health",
+        "GET",
+        "/api/v1/system/health",
+        Access::Public,
+        Other,
+        system::health
+    ),
+    v1!(
+        "v1-openapi",
+        "GET",
+        "/api/v1/openapi.json",
+        Access::Public,
+        Other,
+        system::openapi
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Route> {
@@ -94,11 +344,24 @@ pub fn find(name: &str) -> Option<&'static Route> {
 /// The router for `routes` (all of them in the gateway, one in a Lambda), with every layer.
 pub fn router<'a>(state: AppState, routes: impl IntoIterator<Item = &'a Route>) -> Router {
     let body_limit = state.body_limit;
-    let mut r = Router::new();
+    let (mut sgt_router, mut v1_router) = (Router::new(), Router::new());
     for route in routes {
-        r = r.route(route.path, (route.handler)());
+        match route.endpoint {
+            Endpoint::Sgt(handler) => sgt_router = sgt_router.route(route.path, handler()),
+            Endpoint::V1(endpoint) => {
+                let (_, _, method_router) = endpoint();
+                let guarded = Guarded {
+                    state: state.clone(),
+                    access: route.access,
+                    class: route.class,
+                };
+                let method_router = method_router.route_layer(axum::middleware::from_fn_with_state(guarded, guard));
+                v1_router = v1_router.route(route.path, method_router);
+            }
+        }
     }
-    common_layers(sgt_layers(r, body_limit).with_state(state))
+    let app = sgt_layers(sgt_router, body_limit).merge(v1_layers(v1_router, V1_BODY_LIMIT.min(body_limit)));
+    common_layers(app.fallback(crate::v1::not_found).with_state(state))
 }
 
 #[cfg(test)]
@@ -116,11 +379,38 @@ mod tests {
         assert_eq!((names.len(), paths.len()), (ROUTES.len(), ROUTES.len()));
         for r in ROUTES {
             assert!(
-                r.path.starts_with('/') && r.name.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                r.path.starts_with('/')
+                    && r.name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
                 "{}",
                 r.name
             );
         }
         assert_eq!(ROUTES.iter().filter(|r| r.path.starts_with("/sgt/")).count(), 11);
+    }
+
+    #[test]
+    fn every_v1_route_is_documented_at_its_own_method_and_path() {
+        for r in ROUTES {
+            let Endpoint::V1(endpoint) = r.endpoint else {
+                assert!(r.path.starts_with("/sgt/"), "{}", r.name);
+                continue;
+            };
+            assert!(r.path.starts_with("/api/v1/"), "{}", r.name);
+            let (_, paths, _) = endpoint();
+            let item = paths
+                .paths
+                .get(r.path)
+                .unwrap_or_else(|| panic!("{} documents another path", r.name));
+            let op = match r.method {
+                "GET" => &item.get,
+                "POST" => &item.post,
+                "PUT" => &item.put,
+                "DELETE" => &item.delete,
+                m => panic!("unexpected method {m}"),
+            };
+            assert!(op.is_some(), "{} is not documented as {}", r.name, r.method);
+        }
     }
 }

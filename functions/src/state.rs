@@ -6,6 +6,9 @@ use maas_store::Stores;
 
 use crate::auth::SecretVerifier;
 use crate::config::ApiConfig;
+use crate::v1::permissions::RoleCache;
+use crate::v1::V1State;
+use maas_store::records::identity::IdentityRepo;
 
 /// What every handler gets: built once per process (per Lambda instance), then cloned cheaply.
 #[derive(Clone)]
@@ -15,16 +18,26 @@ pub struct AppState {
     pub verifier: Arc<SecretVerifier>,
     pub system_key: Arc<str>,
     pub body_limit: usize,
+    pub v1: Arc<V1State>,
 }
 
 impl AppState {
-    pub fn new(stores: &Stores, config: &ApiConfig) -> Self {
-        AppState {
+    /// Builds the state, and the first admin when the configuration names one.
+    pub async fn new(stores: &Stores, config: &ApiConfig) -> anyhow::Result<Self> {
+        let state = AppState {
             repo: SgtRepo::new(stores),
             sidecar: SidecarClient::new(&config.sidecar_url, &config.sidecar_secret),
             verifier: Arc::new(SecretVerifier::default()),
             system_key: config.system_key.as_str().into(),
             body_limit: config.body_limit,
-        }
+            v1: Arc::new(V1State {
+                repo: IdentityRepo::new(stores),
+                tokens: config.identity.token_keys()?,
+                roles: RoleCache::default(),
+                limits: config.identity.rate_limits(),
+            }),
+        };
+        crate::v1::users::ensure_admin(&state, &config.identity).await?;
+        Ok(state)
     }
 }

@@ -72,7 +72,8 @@ fn every_route_has_a_lambda_binary_and_a_sample_event() {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&event).unwrap()).unwrap();
         assert_eq!(v["version"], "2.0", "{}", r.name);
         assert_eq!(v["requestContext"]["http"]["method"], r.method, "{}", r.name);
-        assert_eq!(v["rawPath"], r.path, "{}", r.name);
+        assert_eq!(v["routeKey"], format!("{} {}", r.method, r.path), "{}", r.name);
+        assert!(path_matches(r.path, v["rawPath"].as_str().unwrap()), "{}", r.name);
     }
     let bins = std::fs::read_dir(repo_root().join("functions/src/bin"))
         .unwrap()
@@ -86,4 +87,13 @@ fn every_route_has_a_lambda_binary_and_a_sample_event() {
         (ROUTES.len(), ROUTES.len()),
         "no stray binaries or events"
     );
+}
+
+/// `/users/{id}` matches `/users/anything`: events fill path parameters in.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter()
+            .zip(&q)
+            .all(|(a, b)| a == b || (a.starts_with('{') && !b.is_empty()))
 }

@@ -153,6 +153,29 @@ fn transact_item(w: Write, table: &str) -> StoreResult<Option<TransactWriteItem>
 
 #[async_trait]
 impl Table for DynamoTable {
+    async fn add(&self, key: &Key, counter: &str, by: i64, ttl: Option<i64>) -> StoreResult<i64> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(key_av(key)))
+            .expression_attribute_names("#n", counter)
+            .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew);
+        update = match ttl {
+            Some(t) => update
+                .update_expression("ADD #n :by SET #ttl = if_not_exists(#ttl, :ttl)")
+                .expression_attribute_names("#ttl", attr::TTL)
+                .expression_attribute_values(":ttl", AttributeValue::N(t.to_string())),
+            None => update.update_expression("ADD #n :by"),
+        };
+        let out = update.send().await.map_err(sdk_err)?;
+        out.attributes
+            .and_then(|a| a.get(counter).cloned())
+            .and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
+            .ok_or_else(|| StoreError::backend("dynamodb: counter missing from the update's answer"))
+    }
+
     async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
         let out = self
             .client

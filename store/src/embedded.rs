@@ -173,8 +173,44 @@ fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
     Ok(out)
 }
 
+/// Counters are not worth an fsync each: a crash may lose the last increments, never more, and
+/// the next durable commit persists them.
+fn add_counter(db: &Database, key: &Key, counter: &str, by: i64, ttl: Option<i64>) -> StoreResult<i64> {
+    let now = crate::now_secs();
+    let mut tx = db.begin_write().map_err(db_err)?;
+    tx.set_durability(redb::Durability::None).map_err(db_err)?;
+    let value = {
+        let mut items = tx.open_table(ITEMS).map_err(db_err)?;
+        let pkey = primary_key(key);
+        let mut item = match live(read_item(&items, &pkey)?, now) {
+            Some(item) => item,
+            None => {
+                let mut map = serde_json::Map::new();
+                map.insert(crate::item::attr::PK.into(), key.pk.clone().into());
+                map.insert(crate::item::attr::SK.into(), key.sk.clone().into());
+                if let Some(t) = ttl {
+                    map.insert(crate::item::attr::TTL.into(), t.into());
+                }
+                Item(map)
+            }
+        };
+        let value = item.0.get(counter).and_then(serde_json::Value::as_i64).unwrap_or(0) + by;
+        item.0.insert(counter.into(), value.into());
+        let bytes = serde_json::to_vec(&item.0).map_err(db_err)?;
+        items.insert(pkey.as_str(), bytes.as_slice()).map_err(db_err)?;
+        value
+    };
+    tx.commit().map_err(db_err)?;
+    Ok(value)
+}
+
 #[async_trait]
 impl Table for EmbeddedTable {
+    async fn add(&self, key: &Key, counter: &str, by: i64, ttl: Option<i64>) -> StoreResult<i64> {
+        let (key, counter) = (key.clone(), counter.to_string());
+        self.blocking(move |db| add_counter(db, &key, &counter, by, ttl)).await
+    }
+
     async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
         let k = primary_key(key);
         self.blocking(move |db| {

@@ -83,6 +83,11 @@ pub trait Table: Send + Sync + 'static {
     /// Applies all writes or none. Fails with `ConditionFailed` if any condition does not hold.
     async fn write(&self, writes: Vec<Write>) -> StoreResult<()>;
 
+    /// Atomically adds `by` to the numeric attribute `counter` of the item under `key`
+    /// (creating the item, with `ttl`, when it is missing) and returns the new value. Rate
+    /// limits and usage counters live here so they hold across many Lambda instances.
+    async fn add(&self, key: &Key, counter: &str, by: i64, ttl: Option<i64>) -> StoreResult<i64>;
+
     /// Convenience for a single conditional put.
     async fn put(&self, item: Item, cond: Cond) -> StoreResult<()> {
         self.write(vec![Write::Put { item, cond }]).await

@@ -57,6 +57,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    counters_add_atomically_under_concurrency,
     a_put_item_reads_back_with_its_attributes,
     not_exists_lets_exactly_one_of_eight_concurrent_writers_win,
     version_conditions_reject_stale_writers,
@@ -324,5 +325,29 @@ async fn a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy(b: Ba
     assert!(
         repo.get_model("bob", "a", "other").await.unwrap().is_none(),
         "nothing half-cloned"
+    );
+}
+
+async fn counters_add_atomically_under_concurrency(b: Backend) {
+    let key = Key::new("RATE#u1", "W#1");
+    let ttl = Some(maas_store::now_secs() + 3600);
+    let adds = (0..8).map(|_| b.stores.table.add(&key, "n", 1, ttl));
+    let mut seen: Vec<i64> = futures::future::join_all(adds)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (1..=8).collect::<Vec<_>>(), "every add sees a distinct value");
+    assert_eq!(b.stores.table.add(&key, "n", -3, None).await.unwrap(), 5);
+    let stored = b.stores.table.get(&key).await.unwrap().unwrap();
+    assert_eq!(stored.ttl(), ttl, "the first add's ttl is kept");
+    assert_eq!(
+        b.stores
+            .table
+            .add(&Key::new("RATE#u1", "other"), "n", 2, None)
+            .await
+            .unwrap(),
+        2
     );
 }

@@ -8,3 +8,4 @@ mod crash;
 mod events;
 mod learning;
 mod sgt;
+mod v1;

@@ -20,6 +20,9 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+pub const ADMIN_EMAIL: &str = "root@example.com";
+pub const ADMIN_PASSWORD: &str = "Fresh-Adm1n-Passphrase";
+
 pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
     let mut c = Config {
         addr: "127.0.0.1:0".into(),
@@ -34,6 +37,19 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
         checkpoint_secs: 2.0,
         train_patience_steps: maas_sidecar::train::TrainConfig::default().window,
         system_key: Some(format!("system-{}", uuid::Uuid::new_v4())),
+        identity: maas_functions::config::IdentityArgs {
+            jwt_keys: None,
+            access_ttl: 900,
+            rate_auth: "1000/60".parse().unwrap(),
+            rate_inference: "1000/60".parse().unwrap(),
+            rate_training: "1000/60".parse().unwrap(),
+            rate_other: "1000/60".parse().unwrap(),
+            rate_ip: "10000/60".parse().unwrap(),
+            monthly_calls: 1_000_000,
+            admin_username: "root".into(),
+            admin_email: Some(ADMIN_EMAIL.into()),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+        },
     };
     if let Backend::Aws = backend {
         assert!(
@@ -98,6 +114,10 @@ impl User {
 }
 
 impl TestApp {
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub async fn wait_healthy(&self) {
         for _ in 0..100 {
             if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await {

@@ -9,34 +9,28 @@ use subtle::ConstantTimeEq;
 
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
-use crate::auth::{dummy_hash, hash_secret};
+use crate::auth::hash_secret;
+use crate::credentials;
 use crate::http::{ok, parse_json, SgtBody, SgtError, SgtJson};
 use crate::state::AppState;
 
 type Reply = Result<Response, SgtError>;
 
-/// Authenticates a secret id/key pair: present, not expired, and matching its hash.
-async fn authenticate(state: &AppState, creds: &Credentials) -> Result<String, SgtError> {
-    if check(state, creds).await? {
-        Ok(creds.secret_id.clone())
-    } else {
-        Err(SgtError::Auth("invalid or expired secret_id / secret_key".into()))
+/// Authenticates a secret id/key pair and returns whose models it reaches. A key made through
+/// `/api/v1` must also hold `permission`.
+async fn authenticate(state: &AppState, creds: &Credentials, permission: &str) -> Result<String, SgtError> {
+    let denied = || SgtError::Auth("invalid or expired secret_id / secret_key".into());
+    let secret = credentials::verify(state, &creds.secret_id, &creds.secret_key)
+        .await?
+        .ok_or_else(denied)?;
+    if secret
+        .permissions
+        .as_ref()
+        .is_some_and(|p| !p.iter().any(|p| p == permission || p == "*"))
+    {
+        return Err(SgtError::Auth(format!("this key lacks the {permission} permission")));
     }
-}
-
-/// True only for a known, unexpired secret whose key matches. Unknown ids and expired secrets
-/// cost the same argon2 verification as a wrong key, so timing does not reveal which ids exist.
-async fn check(state: &AppState, creds: &Credentials) -> Result<bool, SgtError> {
-    if creds.secret_id.is_empty() || creds.secret_id.len() > MAX_ID_LEN || creds.secret_key.len() > MAX_SECRET_LEN {
-        return Ok(false);
-    }
-    let secret = state.repo.get_secret(&creds.secret_id).await?;
-    let (hash, live) = match &secret {
-        Some(s) => (s.hash.as_str(), s.end_time > maas_store::now_secs()),
-        None => (dummy_hash(), false),
-    };
-    let matches = state.verifier.verify(&creds.secret_id, &creds.secret_key, hash).await;
-    Ok(matches && live)
+    Ok(secret.owner().to_string())
 }
 
 fn no_model(app_name: &str, name: &str) -> SgtError {
@@ -69,12 +63,18 @@ pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJ
     let hash = tokio::task::spawn_blocking(move || hash_secret(&req.secret_key))
         .await
         .map_err(SgtError::internal)?;
+    // Re-keying a platform API key keeps its owner and permissions.
+    let existing = state.repo.get_secret(&req.secret_id).await?;
+    let now = maas_store::now_secs();
     let secret = maas_store::records::sgt::Secret {
         secret_id: req.secret_id,
         hash,
         doc,
         end_time,
-        updated_at: maas_store::now_secs(),
+        updated_at: now,
+        user_id: existing.as_ref().and_then(|s| s.user_id.clone()),
+        permissions: existing.as_ref().and_then(|s| s.permissions.clone()),
+        created_at: existing.as_ref().map_or(now, |s| s.created_at),
         ver: 0,
     };
     state.repo.put_secret(&secret).await?;
@@ -82,11 +82,13 @@ pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJ
 }
 
 pub async fn check_auth_token(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
-    Ok(ok(check(&state, &creds).await?))
+    Ok(ok(credentials::verify(&state, &creds.secret_id, &creds.secret_key)
+        .await?
+        .is_some()))
 }
 
 pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<CreateModel>) -> Reply {
-    let owner = authenticate(&state, &req.creds).await?;
+    let owner = authenticate(&state, &req.creds, "model:write").await?;
     identifier("name", &req.name)?;
     identifier("app_name", &req.app_name)?;
     client_data(&req.client_data)?;
@@ -131,7 +133,7 @@ pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<C
 }
 
 pub async fn delete_model(State(state): State<AppState>, SgtJson(req): SgtJson<ModelAddress>) -> Reply {
-    let owner = authenticate(&state, &req.creds).await?;
+    let owner = authenticate(&state, &req.creds, "model:write").await?;
     match state.repo.delete_model(&owner, &req.app_name, &req.name).await? {
         Some(_) => Ok(ok(())),
         None => Err(no_model(&req.app_name, &req.name)),
@@ -139,7 +141,7 @@ pub async fn delete_model(State(state): State<AppState>, SgtJson(req): SgtJson<M
 }
 
 pub async fn update_client_data(State(state): State<AppState>, SgtJson(req): SgtJson<UpdateClientData>) -> Reply {
-    let owner = authenticate(&state, &req.model.creds).await?;
+    let owner = authenticate(&state, &req.model.creds, "model:write").await?;
     client_data(&req.client_data)?;
     let key = SgtModel::key_for(&owner, &req.model.app_name, &req.model.name);
     match state
@@ -153,19 +155,19 @@ pub async fn update_client_data(State(state): State<AppState>, SgtJson(req): Sgt
 }
 
 pub async fn read_my_models(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
-    let owner = authenticate(&state, &creds).await?;
+    let owner = authenticate(&state, &creds, "model:read").await?;
     let models = state.repo.list_models(&owner).await?;
     Ok(ok(models.into_iter().map(ModelView::from).collect::<Vec<_>>()))
 }
 
 pub async fn read_public_models(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
-    authenticate(&state, &creds).await?;
+    authenticate(&state, &creds, "model:read").await?;
     let models = state.repo.list_public_models().await?;
     Ok(ok(models.into_iter().map(ModelView::from).collect::<Vec<_>>()))
 }
 
 pub async fn clone_model_to_mine(State(state): State<AppState>, SgtJson(req): SgtJson<CloneModel>) -> Reply {
-    let me = authenticate(&state, &req.creds).await?;
+    let me = authenticate(&state, &req.creds, "model:write").await?;
     identifier("new_name", &req.new_name)?;
     let source = state
         .repo
@@ -227,7 +229,7 @@ fn model_ref(m: &SgtModel) -> ModelRef {
 
 pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) -> Reply {
     let (address, rows) = parse_run(&body)?;
-    let owner = authenticate(&state, &address.creds).await?;
+    let owner = authenticate(&state, &address.creds, "inference:create").await?;
     let model = own_model(&state, &owner, &address).await?;
     let Rows {
         values: rows,
@@ -272,7 +274,7 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
 }
 
 pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJson<UploadTrainData>) -> Reply {
-    let owner = authenticate(&state, &req.model.creds).await?;
+    let owner = authenticate(&state, &req.model.creds, "dataset:write").await?;
     let model = own_model(&state, &owner, &req.model).await?;
     if req.train_data.is_empty() {
         return Ok(ok(()));

@@ -1,5 +1,6 @@
 //! Typed records on top of [`Table`](crate::Table): how each one is keyed and written.
 
+pub mod identity;
 pub mod sgt;
 pub mod training;
 

@@ -13,7 +13,9 @@ use crate::keys::part;
 use crate::table::{Cond, Query, Table, Write};
 use crate::Stores;
 
-/// A user's SGT credential. `hash` is an argon2id PHC string; the secret itself is never stored.
+/// A credential: an SGT secret or a `/api/v1` API key, which are the same thing. `hash` is an
+/// argon2id PHC string (user-chosen SGT secrets) or `sha256$<hex>` (generated 256-bit keys, for
+/// which a slow hash adds nothing); the secret itself is never stored.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Secret {
     pub secret_id: String,
@@ -22,6 +24,15 @@ pub struct Secret {
     /// Expiry, epoch seconds.
     pub end_time: i64,
     pub updated_at: i64,
+    /// The platform user this key belongs to. Secrets made by `update_auth_token` have none and
+    /// act as their own SGT owner.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The permissions the key grants (within its user's); `None` grants all of them.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    #[serde(default)]
+    pub created_at: i64,
     #[serde(default)]
     pub ver: u64,
 }
@@ -29,6 +40,10 @@ pub struct Secret {
 impl Record for Secret {
     fn key(&self) -> Key {
         Secret::key_for(&self.secret_id)
+    }
+    fn gsi1(&self) -> Option<Key> {
+        let user = self.user_id.as_ref()?;
+        Some(Key::new(format!("KEYS#{}", part(user)), part(&self.secret_id)))
     }
     fn ver(&self) -> u64 {
         self.ver
@@ -38,6 +53,11 @@ impl Record for Secret {
 impl Secret {
     pub fn key_for(secret_id: &str) -> Key {
         Key::new(format!("SECRET#{}", part(secret_id)), "SECRET")
+    }
+
+    /// Whose SGT models this credential reaches: its user's, or its own id's.
+    pub fn owner(&self) -> &str {
+        self.user_id.as_deref().unwrap_or(&self.secret_id)
     }
 }
 

@@ -1,0 +1,374 @@
+//! Sign-up, sign-in (three shapes), refresh, sign-out, password change.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Extension;
+use maas_store::records::identity::{CreateUserError, Session, Unique, User};
+use maas_store::{Cond, StoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::envelope::{created, ok, ApiError, ApiForm, ApiJson, ApiResult, Code};
+use super::guard::{ClientIp, Principal, Via};
+use super::profile::{validate_profile, UserSummary};
+use super::tokens::{random_id, sha256_hex, RefreshToken};
+use super::validate;
+use crate::auth::{dummy_hash, hash_secret};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// 3–32 letters, digits, `_`, `.` or `-`; unique, case-insensitively.
+    pub username: String,
+    pub email: String,
+    /// At least 10 characters with three of: lowercase, uppercase, digit, symbol.
+    pub password: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub organization: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    pub user_id: String,
+    pub username: String,
+    pub email: String,
+    /// Always false: maas sends no email.
+    pub verification_sent: bool,
+}
+
+/// Creates an account with the `user` role.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = super::envelope::Envelope<Registered>), (status = 409, body = super::envelope::ErrorBody)))]
+pub async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> ApiResult<Registered> {
+    validate::username(&req.username)?;
+    validate::email(&req.email)?;
+    validate::password(&req.password, &[&req.username, &req.email])?;
+    validate_profile(&req.first_name, &req.last_name, &req.organization, "")?;
+    let now = maas_store::now_secs();
+    let user = User {
+        user_id: random_id(),
+        username: req.username,
+        email: req.email,
+        password_hash: Some(hash_password(req.password).await?),
+        first_name: req.first_name,
+        last_name: req.last_name,
+        organization: req.organization,
+        roles: vec!["user".into()],
+        created_at: now,
+        updated_at: now,
+        ..User::default()
+    };
+    create_user(&state, &user).await?;
+    Ok(created(Registered {
+        user_id: user.user_id,
+        username: user.username,
+        email: user.email,
+        verification_sent: false,
+    }))
+}
+
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_secret(&password))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// Creates a user, turning a taken username or email into 409 `RESOURCE_002`.
+pub async fn create_user(state: &AppState, user: &User) -> Result<(), ApiError> {
+    state.v1.repo.create_user(user).await.map_err(|e| match e {
+        CreateUserError::UsernameTaken => ApiError::field(Code::Resource002, "username", "username is taken"),
+        CreateUserError::EmailTaken => ApiError::field(Code::Resource002, "email", "email is taken"),
+        CreateUserError::OAuthTaken => ApiError::new(Code::Resource002, "identity already linked"),
+        CreateUserError::Store(e) => e.into(),
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// A signed-in session's tokens.
+#[derive(Serialize, ToSchema)]
+pub struct Tokens {
+    pub access_token: String,
+    /// Rotates on every use; reusing an old one revokes the session.
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub user: UserSummary,
+}
+
+/// Signs in with email and password (seed 003).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Tokens> {
+    Ok(ok(sign_in(&state, &ip.0, &req.email, &req.password).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UsernameLogin {
+    /// A username or an email.
+    pub username: String,
+    pub password: String,
+}
+
+/// Seed 004's sign-in answer: `token` is the access token.
+#[derive(Serialize, ToSchema)]
+pub struct LegacyToken {
+    pub token: String,
+    pub expires_in: i64,
+    pub token_type: &'static str,
+    pub refresh_token: String,
+}
+
+/// Signs in with username (or email) and password (seed 004).
+#[utoipa::path(post, path = "/api/v1/login", tag = "auth", request_body = UsernameLogin,
+    responses((status = 200, body = super::envelope::Envelope<LegacyToken>)))]
+pub async fn login_legacy(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    ApiJson(req): ApiJson<UsernameLogin>,
+) -> ApiResult<LegacyToken> {
+    let t = sign_in(&state, &ip.0, &req.username, &req.password).await?;
+    Ok(ok(LegacyToken {
+        token: t.access_token,
+        expires_in: t.expires_in,
+        token_type: t.token_type,
+        refresh_token: t.refresh_token,
+    }))
+}
+
+/// OAuth2 password grant (RFC 6749 §4.3), form-encoded.
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordGrant {
+    /// `password` when given.
+    #[serde(default)]
+    pub grant_type: Option<String>,
+    /// A username or an email.
+    pub username: String,
+    pub password: String,
+}
+
+/// Signs in with the OAuth2 password grant (seed 002).
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
+    request_body(content = PasswordGrant, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
+pub async fn token(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    ApiForm(req): ApiForm<PasswordGrant>,
+) -> ApiResult<Tokens> {
+    if req.grant_type.as_deref().is_some_and(|g| g != "password") {
+        return Err(ApiError::field(
+            Code::Validation003,
+            "grant_type",
+            "only the password grant is supported",
+        ));
+    }
+    Ok(ok(sign_in(&state, &ip.0, &req.username, &req.password).await?))
+}
+
+/// Failed sign-ins allowed per account name and per IP in one window, before refusing more.
+const FAILURES_PER_ACCOUNT: i64 = 5;
+const FAILURES_PER_IP: i64 = 20;
+const FAILURE_WINDOW: i64 = 900;
+
+/// Verifies the password (against a dummy hash when the account does not exist, so the answer
+/// and its timing are the same), counting failures per account name and per IP.
+async fn sign_in(state: &AppState, ip: &str, identifier: &str, password: &str) -> Result<Tokens, ApiError> {
+    let account = format!("acct:{}", sha256_hex(&identifier.to_lowercase()));
+    let repo = &state.v1.repo;
+    let window = (maas_store::now_secs() / FAILURE_WINDOW).to_string();
+    let (account_scope, ip_scope) = (format!("LOGINFAIL#{account}"), format!("LOGINFAIL#ip:{ip}"));
+    let (by_account, by_ip) =
+        tokio::try_join!(repo.counter(&account_scope, &window), repo.counter(&ip_scope, &window),)?;
+    if by_account >= FAILURES_PER_ACCOUNT || by_ip >= FAILURES_PER_IP {
+        return Err(ApiError::new(
+            Code::TooManyRequests,
+            "too many failed sign-ins; try again later",
+        ));
+    }
+    let kind = if identifier.contains('@') {
+        Unique::Email
+    } else {
+        Unique::Username
+    };
+    let user = if identifier.len() <= 254 {
+        repo.user_by(kind, identifier).await?
+    } else {
+        None
+    };
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let verified = state
+        .verifier
+        .verify_password(password, hash.as_deref().unwrap_or(dummy_hash()))
+        .await;
+    match user.filter(|_| verified && hash.is_some()) {
+        Some(user) => start_session(state, &user).await,
+        None => {
+            let ttl = Some(maas_store::now_secs() + 2 * FAILURE_WINDOW);
+            tokio::try_join!(
+                repo.count(&account_scope, &window, 1, ttl),
+                repo.count(&ip_scope, &window, 1, ttl),
+            )?;
+            Err(ApiError::new(Code::Auth004, "wrong email, username or password"))
+        }
+    }
+}
+
+/// Opens a session (a refresh-token family) and issues its first tokens.
+pub async fn start_session(state: &AppState, user: &User) -> Result<Tokens, ApiError> {
+    let now = maas_store::now_secs();
+    let session_id = random_id();
+    let refresh = RefreshToken::new(&user.user_id, &session_id);
+    let session = Session {
+        session_id,
+        user_id: user.user_id.clone(),
+        refresh_hash: sha256_hex(&refresh.secret),
+        created_at: now,
+        expires_at: now + state.v1.tokens.refresh_ttl,
+        ver: 0,
+    };
+    state.v1.repo.put_session(&session, Cond::NotExists).await?;
+    tokens_for(state, user, &session, &refresh)
+}
+
+fn tokens_for(state: &AppState, user: &User, session: &Session, refresh: &RefreshToken) -> Result<Tokens, ApiError> {
+    Ok(Tokens {
+        access_token: state.v1.tokens.issue(&user.user_id, &session.session_id)?,
+        refresh_token: refresh.to_string(),
+        token_type: "Bearer",
+        expires_in: state.v1.tokens.access_ttl,
+        user: UserSummary::of(user),
+    })
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct RefreshRequest {
+    /// Or send it as `Authorization: Bearer <refresh_token>` (seed 003).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+/// Trades a refresh token for new tokens. The old refresh token stops working; presenting it
+/// again revokes the whole session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Option<RefreshRequest>,
+    responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
+pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Tokens> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else {
+        serde_json::from_slice::<RefreshRequest>(&body).map_err(|_| {
+            ApiError::field(
+                Code::Validation002,
+                "refresh_token",
+                "body must be {\"refresh_token\": string}",
+            )
+        })?
+    };
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = from_body
+        .refresh_token
+        .as_deref()
+        .or(bearer)
+        .ok_or_else(|| ApiError::field(Code::Validation001, "refresh_token", "refresh_token is required"))?;
+    let invalid = || ApiError::new(Code::Auth001, "invalid refresh token");
+    let token = RefreshToken::parse(presented).ok_or_else(invalid)?;
+    let repo = &state.v1.repo;
+    let (session, user) = tokio::try_join!(
+        repo.session(&token.user_id, &token.session_id),
+        repo.user(&token.user_id)
+    )?;
+    let (Some(session), Some(user)) = (session, user) else {
+        return Err(invalid());
+    };
+    let presented_hash = sha256_hex(&token.secret);
+    let current: bool =
+        subtle::ConstantTimeEq::ct_eq(presented_hash.as_bytes(), session.refresh_hash.as_bytes()).into();
+    if !current {
+        tracing::warn!(user = %user.user_id, "refresh token reused; revoking its session");
+        repo.revoke_session(&user.user_id, &session.session_id).await?;
+        return Err(ApiError::new(
+            Code::Auth001,
+            "refresh token was already used; the session is revoked",
+        ));
+    }
+    let next = RefreshToken::new(&user.user_id, &session.session_id);
+    let rotated = Session {
+        refresh_hash: sha256_hex(&next.secret),
+        ver: session.ver + 1,
+        ..session.clone()
+    };
+    match repo.put_session(&rotated, Cond::Version(session.ver)).await {
+        // Two refreshes raced with the same token: one of them is a replay.
+        Err(StoreError::ConditionFailed) => Err(invalid()),
+        other => other.map_err(ApiError::from),
+    }?;
+    Ok(ok(tokens_for(&state, &user, &rotated, &next)?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Done {
+    pub ok: bool,
+}
+
+/// Revokes the session the access token belongs to.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 200, body = super::envelope::Envelope<Done>)))]
+pub async fn logout(State(state): State<AppState>, who: Principal) -> ApiResult<Done> {
+    let Via::Session(sid) = &who.via else {
+        return Err(ApiError::forbidden("sign-out needs an access token, not an API key"));
+    };
+    state.v1.repo.revoke_session(&who.user.user_id, sid).await?;
+    Ok(ok(Done { ok: true }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Changes the password and revokes every session of the user.
+#[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users", request_body = PasswordChange,
+    responses((status = 200, body = super::envelope::Envelope<Done>)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> ApiResult<Done> {
+    let current = who
+        .user
+        .password_hash
+        .clone()
+        .unwrap_or_else(|| dummy_hash().to_string());
+    if !state.verifier.verify_password(&req.current_password, &current).await {
+        return Err(ApiError::field(
+            Code::Auth004,
+            "current_password",
+            "current password is wrong",
+        ));
+    }
+    validate::password(&req.new_password, &[&who.user.username, &who.user.email])?;
+    let user = User {
+        password_hash: Some(hash_password(req.new_password).await?),
+        ..who.user.clone()
+    };
+    state.v1.repo.update_user(&user).await?;
+    state.v1.repo.revoke_all_sessions(&user.user_id).await?;
+    Ok(ok(Done { ok: true }))
+}

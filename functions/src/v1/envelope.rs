@@ -1,0 +1,357 @@
+//! The `/api/v1` envelope (seed 003 §1.2–1.4, §11): one table from error code to HTTP status,
+//! success and error bodies stamped with the time and the request id, and body extractors
+//! whose failures name the offending field.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The current request's id, set by [`with_request_id`] around every v1 handler.
+    static REQUEST_ID: String;
+}
+
+/// Runs `fut` with `id` as the request id that envelopes report.
+pub async fn with_request_id<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
+
+fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+fn timestamp() -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+}
+
+/// Every machine-readable error code, each with its one HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub enum Code {
+    /// Missing, malformed or revoked token.
+    #[serde(rename = "AUTH_001")]
+    Auth001,
+    /// Expired token.
+    #[serde(rename = "AUTH_002")]
+    Auth002,
+    /// Authenticated, but not allowed.
+    #[serde(rename = "AUTH_003")]
+    Auth003,
+    /// Unknown, wrong or expired API key (or wrong credentials at login).
+    #[serde(rename = "AUTH_004")]
+    Auth004,
+    #[serde(rename = "RESOURCE_001")]
+    Resource001,
+    #[serde(rename = "RESOURCE_002")]
+    Resource002,
+    #[serde(rename = "RESOURCE_003")]
+    Resource003,
+    /// Quota used up.
+    #[serde(rename = "RESOURCE_004")]
+    Resource004,
+    /// A required field is missing.
+    #[serde(rename = "VALIDATION_001")]
+    Validation001,
+    /// Malformed body or a field of the wrong type or format.
+    #[serde(rename = "VALIDATION_002")]
+    Validation002,
+    /// A value out of range, too long, or refused by policy (weak password, oversized body).
+    #[serde(rename = "VALIDATION_003")]
+    Validation003,
+    /// Unsupported media or file format.
+    #[serde(rename = "VALIDATION_004")]
+    Validation004,
+    #[serde(rename = "TOO_MANY_REQUESTS")]
+    TooManyRequests,
+    #[serde(rename = "INTERNAL_ERROR")]
+    Internal,
+}
+
+impl Code {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::Auth001 | Code::Auth002 | Code::Auth004 => StatusCode::UNAUTHORIZED,
+            Code::Auth003 => StatusCode::FORBIDDEN,
+            Code::Resource001 => StatusCode::NOT_FOUND,
+            Code::Resource002 | Code::Resource003 => StatusCode::CONFLICT,
+            Code::Resource004 | Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Validation001 | Code::Validation003 | Code::Validation004 => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Validation002 => StatusCode::BAD_REQUEST,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One problem with one field of the input.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A failed v1 request. Internal details are logged, never returned.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    pub details: Vec<FieldError>,
+    /// Overrides the code's status where a seed fixes another one (malformed JSON is 400).
+    #[serde(skip)]
+    pub status: Option<StatusCode>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            status: None,
+        }
+    }
+
+    /// An error about one named field.
+    pub fn field(code: Code, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError {
+            details: vec![FieldError {
+                field: field.into(),
+                message: message.clone(),
+            }],
+            ..ApiError::new(code, message)
+        }
+    }
+
+    /// The same error reported as 422 (a well-formed value that breaks a rule).
+    pub fn unprocessable(mut self) -> Self {
+        self.status = Some(StatusCode::UNPROCESSABLE_ENTITY);
+        self
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new(Code::Resource001, format!("{what} not found"))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(Code::Auth003, message)
+    }
+
+    /// Logs an unexpected failure and returns the opaque internal error.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(Code::Internal, "internal error")
+    }
+}
+
+impl From<maas_store::StoreError> for ApiError {
+    fn from(e: maas_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// The error body (seed 003 §1.3).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub error: ApiError,
+    /// ISO-8601, UTC.
+    pub timestamp: String,
+    pub request_id: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or(self.code.status());
+        let body = ErrorBody {
+            success: false,
+            error: self,
+            timestamp: timestamp(),
+            request_id: request_id(),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// The success body (seed 003 §1.2).
+#[derive(Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// Always `true`.
+    pub success: bool,
+    pub data: T,
+    pub message: String,
+    /// The HTTP status, repeated.
+    pub code: u16,
+    pub timestamp: String,
+    pub request_id: String,
+}
+
+/// A successful v1 answer: status, message and data, enveloped when turned into a response.
+pub struct Reply<T> {
+    pub status: StatusCode,
+    pub message: &'static str,
+    pub data: T,
+}
+
+pub fn ok<T: Serialize>(data: T) -> Reply<T> {
+    Reply {
+        status: StatusCode::OK,
+        message: "OK",
+        data,
+    }
+}
+
+pub fn created<T: Serialize>(data: T) -> Reply<T> {
+    Reply {
+        status: StatusCode::CREATED,
+        message: "Created",
+        data,
+    }
+}
+
+impl<T: Serialize> IntoResponse for Reply<T> {
+    fn into_response(self) -> Response {
+        let body = Envelope {
+            success: true,
+            data: self.data,
+            message: self.message.to_string(),
+            code: self.status.as_u16(),
+            timestamp: timestamp(),
+            request_id: request_id(),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<Reply<T>, ApiError>;
+
+/// The raw body, with the body limit reported in the envelope.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        let mut e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(Code::Validation003, "request body is too large")
+        } else {
+            ApiError::new(Code::Validation002, "cannot read the request body")
+        };
+        e.status = Some(StatusCode::BAD_REQUEST);
+        e
+    })
+}
+
+/// Turns a deserialisation failure into an error that names the field.
+fn describe(path: String, message: String, syntax: bool) -> ApiError {
+    if syntax {
+        return ApiError::new(Code::Validation002, format!("malformed body: {message}"));
+    }
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let field = if path == "." {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return ApiError::field(Code::Validation001, &field, format!("{field} is required"));
+    }
+    let field = if path == "." { "body".to_string() } else { path };
+    let mut e = ApiError::field(Code::Validation002, &field, message);
+    e.status = Some(StatusCode::UNPROCESSABLE_ENTITY);
+    e
+}
+
+/// A JSON body. Malformed JSON is 400 `VALIDATION_002`; a missing field 422 `VALIDATION_001`;
+/// a mistyped one 422 `VALIDATION_002`; each names the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::new(
+                Code::Validation002,
+                "request body is empty; expected a JSON object",
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
+            let syntax = e.inner().is_syntax() || e.inner().is_eof();
+            let message = e.inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            describe(e.path().to_string(), message, syntax)
+        })
+    }
+}
+
+/// A form-encoded body (the OAuth2 token endpoint), with the same errors as [`ApiJson`].
+pub struct ApiForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
+        serde_path_to_error::deserialize(de)
+            .map(ApiForm)
+            .map_err(|e| describe(e.path().to_string(), e.inner().to_string(), false))
+    }
+}
+
+/// A query string, with the same errors as [`ApiJson`].
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| describe(e.path().to_string(), e.inner().to_string(), false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_status_from_section_1_4() {
+        let allowed = [400, 401, 403, 404, 409, 422, 429, 500];
+        for code in [
+            Code::Auth001,
+            Code::Auth002,
+            Code::Auth003,
+            Code::Auth004,
+            Code::Resource001,
+            Code::Resource002,
+            Code::Resource003,
+            Code::Resource004,
+            Code::Validation001,
+            Code::Validation002,
+            Code::Validation003,
+            Code::Validation004,
+            Code::TooManyRequests,
+            Code::Internal,
+        ] {
+            assert!(allowed.contains(&code.status().as_u16()), "{code:?}");
+        }
+        assert_eq!(serde_json::to_value(Code::Auth001).unwrap(), "AUTH_001");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_in_the_details() {
+        let e = describe(".".into(), "missing field `email`".into(), false);
+        assert_eq!((e.code, e.details[0].field.as_str()), (Code::Validation001, "email"));
+        let e = describe("age".into(), "invalid type: string \"x\", expected u32".into(), false);
+        assert_eq!((e.code, e.details[0].field.as_str()), (Code::Validation002, "age"));
+    }
+}

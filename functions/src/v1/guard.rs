@@ -1,0 +1,213 @@
+//! The front door of every v1 route: who is calling (access token or API key), whether the
+//! route's permission covers them, and whether their rate limits allow the request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use maas_store::records::identity::User;
+use maas_store::records::sgt::Secret;
+
+use super::envelope::{with_request_id, ApiError, Code};
+use super::limits::{self, Class, Subject};
+use super::permissions::Grants;
+use super::tokens::parse_api_key;
+use crate::http::REQUEST_ID;
+use crate::state::AppState;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// SGT routes: credentials travel in the body, checked by the handler.
+    Sgt,
+    /// Anyone (sign-up, sign-in, health, the OpenAPI document).
+    Public,
+    /// A signed-in user or an API key holding this permission.
+    Permission(&'static str),
+}
+
+/// How the caller proved who they are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Via {
+    Session(String),
+    ApiKey(String),
+}
+
+/// The authenticated caller, available to handlers as an extractor.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user: User,
+    pub grants: Grants,
+    pub via: Via,
+}
+
+impl Principal {
+    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
+        if self.grants.allows(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("missing permission {permission}")))
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.grants.allows("*")
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .map(|p| Principal::clone(p))
+            .ok_or_else(|| ApiError::internal("handler needs a principal but its route is public"))
+    }
+}
+
+/// The credential a request carries, if any.
+fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(key) = headers.get("x-api-key") {
+        return key.to_str().ok();
+    }
+    let auth = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// Authenticates the request's access token or API key.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = credential(headers).ok_or_else(|| ApiError::new(Code::Auth001, "authentication required"))?;
+    match parse_api_key(token) {
+        Some((id, secret)) => by_api_key(state, id, secret).await,
+        None => by_access_token(state, token).await,
+    }
+}
+
+async fn by_access_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let v1 = &state.v1;
+    let claims = v1.tokens.verify(token)?;
+    let (session, user) = tokio::try_join!(v1.repo.session(&claims.sub, &claims.sid), v1.repo.user(&claims.sub))?;
+    let (Some(_), Some(user)) = (session, user) else {
+        return Err(ApiError::new(Code::Auth001, "invalid token: revoked"));
+    };
+    let grants = v1.roles.grants(&v1.repo, &user.roles).await?;
+    Ok(Principal {
+        user,
+        grants,
+        via: Via::Session(claims.sid),
+    })
+}
+
+async fn by_api_key(state: &AppState, id: &str, secret: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::new(Code::Auth004, "invalid or expired API key");
+    let key = crate::credentials::verify(state, id, secret)
+        .await?
+        .ok_or_else(invalid)?;
+    let Secret {
+        user_id: Some(user_id),
+        permissions,
+        ..
+    } = key
+    else {
+        return Err(ApiError::new(
+            Code::Auth004,
+            "this key is not linked to a platform account",
+        ));
+    };
+    let user = state.v1.repo.user(&user_id).await?.ok_or_else(invalid)?;
+    let all = state.v1.roles.grants(&state.v1.repo, &user.roles).await?;
+    let grants = match permissions {
+        Some(p) => all.within(&p),
+        None => all,
+    };
+    Ok(Principal {
+        user,
+        grants,
+        via: Via::ApiKey(id.to_string()),
+    })
+}
+
+/// The caller's address: API Gateway's source IP in Lambda, the peer address locally.
+/// `X-Forwarded-For` is not trusted: anyone can write it.
+pub fn client_ip(req: &Request) -> String {
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
+        req.extensions().get::<lambda_http::request::RequestContext>()
+    {
+        if let Some(ip) = &ctx.http.source_ip {
+            return ip.clone();
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The caller's IP, for handlers that count per IP (sign-in failures).
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
+/// What one route's guard needs to know.
+#[derive(Clone)]
+pub struct Guarded {
+    pub state: AppState,
+    pub access: Access,
+    pub class: Class,
+}
+
+/// Runs around every v1 handler: request id, authentication, permission, rate limits.
+pub async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    with_request_id(id, admit(g, req, next)).await
+}
+
+async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
+    let principal = match g.access {
+        Access::Permission(p) => match authenticate(&g.state, req.headers()).await.and_then(|pr| {
+            pr.require(p)?;
+            Ok(pr)
+        }) {
+            Ok(pr) => Some(pr),
+            Err(e) => return e.into_response(),
+        },
+        _ => None,
+    };
+    let ip = client_ip(&req);
+    let key_id = match principal.as_ref().map(|p| &p.via) {
+        Some(Via::ApiKey(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    let subject = Subject {
+        user_id: principal.as_ref().map(|p| p.user.user_id.as_str()),
+        key_id,
+        ip: &ip,
+    };
+    let verdict = match limits::check(&g.state.v1.repo, &g.state.v1.limits, g.class, subject).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let mut response = match verdict.error() {
+        Some(e) => e.into_response(),
+        None => {
+            if let Some(p) = principal {
+                req.extensions_mut().insert(Arc::new(p));
+            }
+            req.extensions_mut().insert(ClientIp(ip));
+            next.run(req).await
+        }
+    };
+    verdict.write_headers(response.headers_mut());
+    response
+}

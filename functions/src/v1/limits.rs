@@ -1,0 +1,217 @@
+//! Rate limits per user, per key and per IP, and the monthly API-call quota. Counters are
+//! fixed windows in the table (one atomic add each), so limits hold across Lambda instances.
+
+use axum::http::{HeaderMap, HeaderValue};
+use maas_store::records::identity::IdentityRepo;
+
+use super::envelope::{ApiError, Code};
+
+/// `count` requests per `period` seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limit {
+    pub count: i64,
+    pub period: i64,
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+
+    /// `120/60` = 120 requests per 60 seconds.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (count, period) = s.split_once('/').ok_or("a limit is COUNT/SECONDS, e.g. 120/60")?;
+        let count = count.trim().parse().map_err(|_| "COUNT must be a number")?;
+        let period: i64 = period.trim().parse().map_err(|_| "SECONDS must be a number")?;
+        if period <= 0 {
+            return Err("SECONDS must be positive".into());
+        }
+        Ok(Limit { count, period })
+    }
+}
+
+/// Which budget a route spends (seed 004: training 10/hour, inference 60/min, others 120/min).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Sign-up and sign-in: counted per IP only, as there is no user yet.
+    Auth,
+    Inference,
+    Training,
+    Other,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Auth => "auth",
+            Class::Inference => "inference",
+            Class::Training => "training",
+            Class::Other => "other",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    pub auth: Limit,
+    pub inference: Limit,
+    pub training: Limit,
+    pub other: Limit,
+    /// Every authenticated request from one IP, whoever sends it.
+    pub ip: Limit,
+    /// API calls per user per calendar month (UTC).
+    pub monthly_calls: i64,
+    pub storage_bytes: i64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            auth: Limit { count: 30, period: 60 },
+            inference: Limit { count: 60, period: 60 },
+            training: Limit {
+                count: 10,
+                period: 3600,
+            },
+            other: Limit { count: 120, period: 60 },
+            ip: Limit {
+                count: 1200,
+                period: 60,
+            },
+            monthly_calls: 100_000,
+            storage_bytes: 10 << 30,
+        }
+    }
+}
+
+impl RateLimits {
+    fn of(&self, class: Class) -> Limit {
+        match class {
+            Class::Auth => self.auth,
+            Class::Inference => self.inference,
+            Class::Training => self.training,
+            Class::Other => self.other,
+        }
+    }
+}
+
+/// Who a request is counted against.
+pub struct Subject<'a> {
+    pub user_id: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub ip: &'a str,
+}
+
+/// The tightest of the counters a request touched, as the `X-RateLimit-*` headers say it.
+#[derive(Debug, PartialEq)]
+pub struct Verdict {
+    pub limit: i64,
+    pub remaining: i64,
+    pub reset: i64,
+    pub over: Option<Code>,
+}
+
+impl Verdict {
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("x-ratelimit-limit", self.limit),
+            ("x-ratelimit-remaining", self.remaining),
+            ("x-ratelimit-reset", self.reset),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+        if self.over.is_some() {
+            let retry = (self.reset - maas_store::now_secs()).max(1);
+            headers.insert("retry-after", HeaderValue::from(retry));
+        }
+    }
+
+    pub fn error(&self) -> Option<ApiError> {
+        self.over.map(|code| match code {
+            Code::Resource004 => ApiError::new(code, "monthly API call quota used up"),
+            _ => ApiError::new(code, "rate limit exceeded; see X-RateLimit-Reset"),
+        })
+    }
+}
+
+/// The month (`YYYY-MM`) and day (`YYYY-MM-DD`) of `now`, UTC.
+pub fn month_and_day(now: i64) -> (String, String) {
+    let t = time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let month = format!("{:04}-{:02}", t.year(), t.month() as u8);
+    let day = format!("{month}-{:02}", t.day());
+    (month, day)
+}
+
+/// Counts the request against every limit that applies and says whether it may go ahead.
+pub async fn check(
+    repo: &IdentityRepo,
+    limits: &RateLimits,
+    class: Class,
+    who: Subject<'_>,
+) -> Result<Verdict, ApiError> {
+    let now = maas_store::now_secs();
+    let class_limit = limits.of(class);
+    let ip_limit = if who.user_id.is_some() { limits.ip } else { class_limit };
+    let mut counters = vec![(format!("ip:{}#{}", who.ip, class.name()), ip_limit)];
+    if let Some(user) = who.user_id {
+        counters.push((format!("user:{user}#{}", class.name()), class_limit));
+    }
+    if let Some(key) = who.key_id {
+        counters.push((format!("key:{key}#{}", class.name()), class_limit));
+    }
+    let adds = counters.iter().map(|(scope, limit)| {
+        let window = now / limit.period;
+        let reset = (window + 1) * limit.period;
+        async move {
+            let n = repo
+                .count(&format!("RL#{scope}"), &window.to_string(), 1, Some(reset + 60))
+                .await?;
+            Ok::<_, maas_store::StoreError>(Verdict {
+                limit: limit.count,
+                remaining: (limit.count - n).max(0),
+                reset,
+                over: (n > limit.count).then_some(Code::TooManyRequests),
+            })
+        }
+    });
+    let verdicts = futures::future::try_join_all(adds).await?;
+    let mut verdict = verdicts
+        .into_iter()
+        .min_by_key(|v| (v.over.is_none(), v.remaining))
+        .expect("at least the IP counter");
+    if let (Some(user), None) = (who.user_id, verdict.over) {
+        if count_usage(repo, user, class, now).await? > limits.monthly_calls {
+            verdict.over = Some(Code::Resource004);
+        }
+    }
+    Ok(verdict)
+}
+
+/// Adds the call to the user's monthly and daily usage; returns the month's total.
+async fn count_usage(repo: &IdentityRepo, user: &str, class: Class, now: i64) -> Result<i64, maas_store::StoreError> {
+    let (month, day) = month_and_day(now);
+    let scope = format!("USAGE#{user}");
+    let year = Some(now + 400 * 86400);
+    let (month_window, day_window) = (format!("M#{month}"), format!("D#{day}#{}", class.name()));
+    let (month_total, _) = tokio::try_join!(
+        repo.count(&scope, &month_window, 1, year),
+        repo.count(&scope, &day_window, 1, year),
+    )?;
+    Ok(month_total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse_from_count_slash_seconds() {
+        assert_eq!("60/60".parse::<Limit>(), Ok(Limit { count: 60, period: 60 }));
+        assert!("60".parse::<Limit>().is_err());
+        assert!("60/0".parse::<Limit>().is_err());
+    }
+
+    #[test]
+    fn days_and_months_are_utc() {
+        assert_eq!(month_and_day(0), ("1970-01".into(), "1970-01-01".into()));
+        assert_eq!(month_and_day(1_700_000_000), ("2023-11".into(), "2023-11-14".into()));
+    }
+}

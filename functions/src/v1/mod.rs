@@ -1,0 +1,62 @@
+//! The platform API under `/api/v1`: identity and access (accounts, tokens, API keys, roles,
+//! rate limits) on seed 003's envelope, described by a generated OpenAPI document.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod envelope;
+pub mod guard;
+pub mod limits;
+pub mod openapi;
+pub mod permissions;
+pub mod profile;
+pub mod roles;
+pub mod system;
+pub mod tokens;
+pub mod users;
+pub mod validate;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use maas_store::records::identity::IdentityRepo;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use envelope::{with_request_id, ApiError, Code};
+use limits::RateLimits;
+use permissions::RoleCache;
+use tokens::TokenKeys;
+
+/// v1 bodies are small JSON documents; large uploads go to S3 through presigned URLs.
+pub const V1_BODY_LIMIT: usize = 1 << 20;
+
+/// What the v1 handlers share, built once per process.
+pub struct V1State {
+    pub repo: IdentityRepo,
+    pub tokens: TokenKeys,
+    pub roles: RoleCache,
+    pub limits: RateLimits,
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("handler panicked").into_response()
+}
+
+pub fn v1_layers<S: Clone + Send + Sync + 'static>(router: Router<S>, body_limit: usize) -> Router<S> {
+    router
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+}
+
+/// Unknown paths answer 404 in the envelope.
+pub async fn not_found(req: Request) -> Response {
+    let id = req
+        .headers()
+        .get(crate::http::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    with_request_id(id, async {
+        ApiError::new(Code::Resource001, "no such route").into_response()
+    })
+    .await
+}

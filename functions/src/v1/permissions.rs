@@ -1,0 +1,150 @@
+//! Permission strings (`resource:action`), the built-in roles, and resolving a user's roles to
+//! the permissions they grant.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use maas_store::records::identity::{IdentityRepo, Role};
+
+/// Every permission a role or key may hold. `*` grants all of them.
+pub const ALL: &[&str] = &[
+    "profile:read",
+    "profile:write",
+    "apikey:read",
+    "apikey:write",
+    "model:read",
+    "model:write",
+    "dataset:read",
+    "dataset:write",
+    "finetune:read",
+    "finetune:create",
+    "inference:create",
+    "usage:read",
+    "users:read",
+    "users:write",
+    "roles:read",
+    "roles:write",
+];
+
+pub fn is_known(p: &str) -> bool {
+    p == "*" || ALL.contains(&p)
+}
+
+/// What `/permissions/roles/init` seeds, and what a role means before it has been seeded.
+pub fn builtin(name: &str) -> Option<Vec<String>> {
+    let perms: &[&str] = match name {
+        "admin" => &["*"],
+        "user" => &[
+            "profile:read",
+            "profile:write",
+            "apikey:read",
+            "apikey:write",
+            "model:read",
+            "model:write",
+            "dataset:read",
+            "dataset:write",
+            "finetune:read",
+            "finetune:create",
+            "inference:create",
+            "usage:read",
+        ],
+        "viewer" => &[
+            "profile:read",
+            "model:read",
+            "dataset:read",
+            "finetune:read",
+            "usage:read",
+        ],
+        _ => return None,
+    };
+    Some(perms.iter().map(|p| p.to_string()).collect())
+}
+
+pub const BUILTIN_ROLES: &[&str] = &["admin", "user", "viewer"];
+
+/// A set of permissions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Grants(pub BTreeSet<String>);
+
+impl Grants {
+    pub fn allows(&self, permission: &str) -> bool {
+        self.0.contains("*") || self.0.contains(permission)
+    }
+
+    /// What both grant: an API key never exceeds its user.
+    pub fn within(&self, key: &[String]) -> Grants {
+        Grants(key.iter().filter(|p| self.allows(p)).cloned().collect())
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+/// How long a role's permissions are remembered per process: role edits apply within this.
+const ROLE_TTL: Duration = Duration::from_secs(5);
+
+/// Resolves role names to permissions, remembering roles briefly.
+#[derive(Default)]
+pub struct RoleCache {
+    roles: Mutex<HashMap<String, (Instant, Option<Vec<String>>)>>,
+}
+
+impl RoleCache {
+    pub async fn grants(&self, repo: &IdentityRepo, roles: &[String]) -> Result<Grants, maas_store::StoreError> {
+        let mut grants = BTreeSet::new();
+        for name in roles {
+            grants.extend(self.permissions(repo, name).await?.unwrap_or_default());
+        }
+        Ok(Grants(grants))
+    }
+
+    async fn permissions(
+        &self,
+        repo: &IdentityRepo,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, maas_store::StoreError> {
+        if let Some((at, perms)) = self.roles.lock().expect("lock").get(name) {
+            if at.elapsed() < ROLE_TTL {
+                return Ok(perms.clone());
+            }
+        }
+        let perms = repo
+            .role(name)
+            .await?
+            .map(|r: Role| r.permissions)
+            .or_else(|| builtin(name));
+        self.roles
+            .lock()
+            .expect("lock")
+            .insert(name.to_string(), (Instant::now(), perms.clone()));
+        Ok(perms)
+    }
+
+    /// Forgets everything, after this process changed a role.
+    pub fn clear(&self) {
+        self.roles.lock().expect("lock").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_never_exceeds_its_user() {
+        let user = Grants(builtin("viewer").unwrap().into_iter().collect());
+        let key = user.within(&["model:read".into(), "users:write".into()]);
+        assert!(key.allows("model:read") && !key.allows("users:write") && !key.allows("dataset:read"));
+        let admin = Grants(builtin("admin").unwrap().into_iter().collect());
+        assert!(admin.allows("roles:write"));
+    }
+
+    #[test]
+    fn builtin_roles_only_name_known_permissions() {
+        for r in BUILTIN_ROLES {
+            assert!(builtin(r).unwrap().iter().all(|p| is_known(p)), "{r}");
+        }
+    }
+}

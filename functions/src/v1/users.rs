@@ -1,0 +1,243 @@
+//! Users, for admins: list (paginated), create, read, change, delete.
+
+use axum::extract::{Path, State};
+use maas_store::records::identity::User;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::accounts::{create_user, hash_password, Done, Registered};
+use super::envelope::{created, ok, ApiError, ApiJson, ApiQuery, ApiResult, Code};
+use super::guard::Principal;
+use super::profile::{conflict_on_race, profile_of, Profile, ProfileUpdate};
+use super::tokens::random_id;
+use super::validate;
+use crate::state::AppState;
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// 1-based page; 1 by default.
+    pub page: Option<u32>,
+    /// Page size, 1 to 100; 20 by default.
+    pub limit: Option<u32>,
+    /// Only users whose username or email contains this.
+    pub search: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    pub total: usize,
+    pub pages: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<Profile>,
+    pub pagination: Pagination,
+}
+
+async fn find(state: &AppState, id: &str) -> Result<User, ApiError> {
+    state.v1.repo.user(id).await?.ok_or_else(|| ApiError::not_found("user"))
+}
+
+async fn view(state: &AppState, user: &User) -> Result<Profile, ApiError> {
+    let grants = state.v1.roles.grants(&state.v1.repo, &user.roles).await?;
+    profile_of(state, user, grants.to_vec()).await
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery),
+    responses((status = 200, body = super::envelope::Envelope<UserPage>)))]
+pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<UserPage> {
+    let page = q.page.unwrap_or(1);
+    let limit = q.limit.unwrap_or(20);
+    if page == 0 || !(1..=100).contains(&limit) {
+        return Err(ApiError::field(
+            Code::Validation003,
+            "limit",
+            "page >= 1 and 1 <= limit <= 100",
+        ));
+    }
+    let needle = q.search.unwrap_or_default().to_lowercase();
+    let users: Vec<User> = state
+        .v1
+        .repo
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| {
+            needle.is_empty() || u.username.to_lowercase().contains(&needle) || u.email.to_lowercase().contains(&needle)
+        })
+        .collect();
+    let total = users.len();
+    let mut items = Vec::new();
+    for u in users
+        .iter()
+        .skip((page as usize - 1) * limit as usize)
+        .take(limit as usize)
+    {
+        items.push(view(&state, u).await?);
+    }
+    Ok(ok(UserPage {
+        items,
+        pagination: Pagination {
+            page,
+            limit,
+            total,
+            pages: total.div_ceil(limit as usize),
+        },
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    /// `["user"]` by default.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub organization: String,
+}
+
+async fn check_roles(state: &AppState, roles: &[String]) -> Result<(), ApiError> {
+    for r in roles {
+        if state.v1.repo.role(r).await?.is_none() && super::permissions::builtin(r).is_none() {
+            return Err(ApiError::field(
+                Code::Validation003,
+                "roles",
+                format!("no role named {r:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = super::envelope::Envelope<Registered>), (status = 409, body = super::envelope::ErrorBody)))]
+pub async fn create(State(state): State<AppState>, ApiJson(req): ApiJson<NewUser>) -> ApiResult<Registered> {
+    validate::username(&req.username)?;
+    validate::email(&req.email)?;
+    validate::password(&req.password, &[&req.username, &req.email])?;
+    super::profile::validate_profile(&req.first_name, &req.last_name, &req.organization, "")?;
+    let roles = req.roles.unwrap_or_else(|| vec!["user".into()]);
+    check_roles(&state, &roles).await?;
+    let now = maas_store::now_secs();
+    let user = User {
+        user_id: random_id(),
+        username: req.username,
+        email: req.email,
+        password_hash: Some(hash_password(req.password).await?),
+        first_name: req.first_name,
+        last_name: req.last_name,
+        organization: req.organization,
+        roles,
+        created_at: now,
+        updated_at: now,
+        ..User::default()
+    };
+    create_user(&state, &user).await?;
+    Ok(created(Registered {
+        user_id: user.user_id,
+        username: user.username,
+        email: user.email,
+        verification_sent: false,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = super::envelope::Envelope<Profile>), (status = 404, body = super::envelope::ErrorBody)))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Profile> {
+    let user = find(&state, &id).await?;
+    Ok(ok(view(&state, &user).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UserUpdate {
+    #[serde(flatten)]
+    pub profile: ProfileUpdate,
+    pub roles: Option<Vec<String>>,
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserUpdate,
+    responses((status = 200, body = super::envelope::Envelope<Profile>), (status = 404, body = super::envelope::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UserUpdate>,
+) -> ApiResult<Profile> {
+    let user = find(&state, &id).await?;
+    let mut next = req.profile.apply(&user)?;
+    if let Some(roles) = req.roles {
+        check_roles(&state, &roles).await?;
+        if id == who.user.user_id && !roles.iter().any(|r| r == "admin") {
+            return Err(ApiError::field(
+                Code::Validation003,
+                "roles",
+                "admins cannot remove their own admin role",
+            ));
+        }
+        next.roles = roles;
+    }
+    let saved = state.v1.repo.update_user(&next).await.map_err(conflict_on_race)?;
+    Ok(ok(view(&state, &saved).await?))
+}
+
+/// Deletes a user with their sessions and API keys.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Done> {
+    if id == who.user.user_id {
+        return Err(ApiError::new(Code::Resource003, "admins cannot delete themselves"));
+    }
+    let user = find(&state, &id).await?;
+    state.v1.repo.delete_user(&user).await.map_err(conflict_on_race)?;
+    Ok(ok(Done { ok: true }))
+}
+
+/// Creates the configured first admin if no user holds its username. Both the email and the
+/// password must be configured: there is never a default password.
+pub async fn ensure_admin(state: &AppState, config: &crate::config::IdentityArgs) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) else {
+        return Ok(());
+    };
+    let repo = &state.v1.repo;
+    if repo
+        .user_by(maas_store::records::identity::Unique::Username, &config.admin_username)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let checks = validate::username(&config.admin_username)
+        .and_then(|_| validate::email(email))
+        .and_then(|_| validate::password(password, &[&config.admin_username, email]));
+    if let Err(e) = checks {
+        anyhow::bail!("the configured admin is refused: {}", e.message);
+    }
+    let now = maas_store::now_secs();
+    let user = User {
+        user_id: random_id(),
+        username: config.admin_username.clone(),
+        email: email.clone(),
+        password_hash: Some(
+            hash_password(password.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?,
+        ),
+        roles: vec!["admin".into()],
+        created_at: now,
+        updated_at: now,
+        ..User::default()
+    };
+    match repo.create_user(&user).await {
+        Ok(()) | Err(maas_store::records::identity::CreateUserError::UsernameTaken) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating the first admin: {e}")),
+    }
+}
