@@ -60,6 +60,14 @@ pub fn single_threaded_kernels() {
     }
 }
 
+/// Runs a binary's async `main` body: kernels single-threaded first (before any thread
+/// exists), then a multi-threaded runtime.
+pub fn block_on<F: std::future::Future>(main: F) -> std::io::Result<F::Output> {
+    single_threaded_kernels();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    Ok(runtime.block_on(main))
+}
+
 /// The compute device: the first CUDA GPU when built with `--features cuda` and one is present.
 pub fn device() -> Device {
     #[cfg(feature = "cuda")]

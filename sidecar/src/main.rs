@@ -32,11 +32,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    maas_sidecar::single_threaded_kernels();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    maas_sidecar::block_on(run())?
 }
 
 async fn run() -> anyhow::Result<()> {

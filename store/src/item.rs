@@ -66,7 +66,7 @@ impl Item {
 }
 
 /// Numbers come back from DynamoDB as whatever serde_dynamo picks; accept integral floats too.
-fn as_i64(v: &Value) -> Option<i64> {
+pub fn as_i64(v: &Value) -> Option<i64> {
     v.as_i64()
         .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
 }

@@ -460,6 +460,22 @@ async fn a_reused_refresh_token_revokes_its_session(b: Backend) {
         .v1(Method::POST, "/api/v1/auth/refresh", None, Some(json!({})))
         .await;
     assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_001"));
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": 7})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v), v["error"]["details"][0]["field"].clone()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_002",
+            json!("refresh_token")
+        )
+    );
 }
 
 async fn changing_the_password_revokes_every_session(b: Backend) {
@@ -527,34 +543,29 @@ async fn api_keys_work_in_both_apis_and_only_within_their_permissions(b: Backend
     assert_eq!(r.status(), 200);
     let (s, v) = app.v1(Method::GET, "/api/v1/users/me/api-keys", Some(&key), None).await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "AUTH_003"));
-    // A key cannot grant what its user lacks, nor name unknown permissions.
-    let (s, v) = app
-        .v1(
-            Method::POST,
-            "/api/v1/users/me/api-keys",
-            Some(tok),
-            Some(json!({"name": "x", "permissions": ["users:write"]})),
-        )
-        .await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "AUTH_003"));
-    let (s, v) = app
-        .v1(
-            Method::POST,
-            "/api/v1/users/me/api-keys",
-            Some(tok),
-            Some(json!({"name": "x", "permissions": ["nope"]})),
-        )
-        .await;
-    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_003"));
-    let (s, v) = app
-        .v1(
-            Method::POST,
-            "/api/v1/users/me/api-keys",
-            Some(tok),
-            Some(json!({"name": "x", "permissions": ["model:read"], "expires_at": "2001-01-01T00:00:00Z"})),
-        )
-        .await;
-    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_003"));
+    // A key cannot grant what its user lacks, nor name unknown permissions or a past expiry.
+    for (body, status, c) in [
+        (
+            json!({"name": "x", "permissions": ["users:write"]}),
+            StatusCode::FORBIDDEN,
+            "AUTH_003",
+        ),
+        (
+            json!({"name": "x", "permissions": ["nope"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_003",
+        ),
+        (
+            json!({"name": "x", "permissions": ["model:read"], "expires_at": "2001-01-01T00:00:00Z"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_003",
+        ),
+    ] {
+        let (s, v) = app
+            .v1(Method::POST, "/api/v1/users/me/api-keys", Some(tok), Some(body.clone()))
+            .await;
+        assert_eq!((s, code(&v)), (status, c), "{body}");
+    }
     // The list never shows secrets.
     let (_, list) = app.v1(Method::GET, "/api/v1/users/me/api-keys", Some(tok), None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
@@ -833,6 +844,24 @@ async fn admins_manage_users_and_roles(b: Backend) {
             .0,
         401,
         "deleted users' sessions end"
+    );
+    // An admin can neither delete nor demote themselves (the platform keeps an admin).
+    let me = app.v1(Method::GET, "/api/v1/users/me", adm, None).await.1["data"]["id"].clone();
+    let me = me.as_str().unwrap();
+    let (s, v) = app.v1(Method::DELETE, &format!("/api/v1/users/{me}"), adm, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "RESOURCE_003"));
+    let (s, v) = app
+        .v1(
+            Method::PUT,
+            &format!("/api/v1/users/{me}"),
+            adm,
+            Some(json!({"roles": ["user"]})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_003"));
+    assert_eq!(
+        app.v1(Method::GET, "/api/v1/users/me", adm, None).await.1["data"]["roles"],
+        json!(["admin"])
     );
 }
 

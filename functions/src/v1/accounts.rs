@@ -8,8 +8,8 @@ use maas_store::{Cond, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::envelope::{created, ok, ApiError, ApiForm, ApiJson, ApiResult, Code};
-use super::guard::{ClientIp, Principal, Via};
+use super::envelope::{created, ok, parse_json, ApiError, ApiForm, ApiJson, ApiResult, Code};
+use super::guard::{bearer, ClientIp, Principal, Via};
 use super::profile::{validate_profile, UserSummary};
 use super::tokens::{random_id, sha256_hex, RefreshToken};
 use super::validate;
@@ -44,31 +44,62 @@ pub struct Registered {
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, body = super::envelope::Envelope<Registered>), (status = 409, body = super::envelope::ErrorBody)))]
 pub async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> ApiResult<Registered> {
-    validate::username(&req.username)?;
-    validate::email(&req.email)?;
-    validate::password(&req.password, &[&req.username, &req.email])?;
-    validate_profile(&req.first_name, &req.last_name, &req.organization, "")?;
-    let now = maas_store::now_secs();
-    let user = User {
-        user_id: random_id(),
+    let account = NewAccount {
         username: req.username,
         email: req.email,
-        password_hash: Some(hash_password(req.password).await?),
+        password: req.password,
         first_name: req.first_name,
         last_name: req.last_name,
         organization: req.organization,
         roles: vec!["user".into()],
+    };
+    Ok(created(Registered::of(&create_account(&state, account).await?)))
+}
+
+impl Registered {
+    pub fn of(user: &User) -> Self {
+        Registered {
+            user_id: user.user_id.clone(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            verification_sent: false,
+        }
+    }
+}
+
+/// What every way of making an account (sign-up, an admin, the configured first admin) gives.
+pub struct NewAccount {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub organization: String,
+    pub roles: Vec<String>,
+}
+
+/// Validates, hashes the password and creates the user with its unique claims.
+pub async fn create_account(state: &AppState, a: NewAccount) -> Result<User, ApiError> {
+    validate::username(&a.username)?;
+    validate::email(&a.email)?;
+    validate::password(&a.password, &[&a.username, &a.email])?;
+    validate_profile(&a.first_name, &a.last_name, &a.organization, "")?;
+    let now = maas_store::now_secs();
+    let user = User {
+        user_id: random_id(),
+        username: a.username,
+        email: a.email,
+        password_hash: Some(hash_password(a.password).await?),
+        first_name: a.first_name,
+        last_name: a.last_name,
+        organization: a.organization,
+        roles: a.roles,
         created_at: now,
         updated_at: now,
         ..User::default()
     };
-    create_user(&state, &user).await?;
-    Ok(created(Registered {
-        user_id: user.user_id,
-        username: user.username,
-        email: user.email,
-        verification_sent: false,
-    }))
+    create_user(state, &user).await?;
+    Ok(user)
 }
 
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
@@ -78,7 +109,7 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 }
 
 /// Creates a user, turning a taken username or email into 409 `RESOURCE_002`.
-pub async fn create_user(state: &AppState, user: &User) -> Result<(), ApiError> {
+async fn create_user(state: &AppState, user: &User) -> Result<(), ApiError> {
     state.v1.repo.create_user(user).await.map_err(|e| match e {
         CreateUserError::UsernameTaken => ApiError::field(Code::Resource002, "username", "username is taken"),
         CreateUserError::EmailTaken => ApiError::field(Code::Resource002, "email", "email is taken"),
@@ -266,25 +297,16 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Option<RefreshRequest>,
     responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Tokens> {
-    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+    // The body is optional here, so it is parsed only when there is one.
+    let from_body: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshRequest::default()
     } else {
-        serde_json::from_slice::<RefreshRequest>(&body).map_err(|_| {
-            ApiError::field(
-                Code::Validation002,
-                "refresh_token",
-                "body must be {\"refresh_token\": string}",
-            )
-        })?
+        parse_json(&body)?
     };
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
     let presented = from_body
         .refresh_token
         .as_deref()
-        .or(bearer)
+        .or(bearer(&headers))
         .ok_or_else(|| ApiError::field(Code::Validation001, "refresh_token", "refresh_token is required"))?;
     let invalid = || ApiError::new(Code::Auth001, "invalid refresh token");
     let token = RefreshToken::parse(presented).ok_or_else(invalid)?;

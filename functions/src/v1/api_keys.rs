@@ -7,10 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::accounts::Done;
-use super::envelope::{created, ok, ApiError, ApiJson, ApiResult, Code};
+use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiResult, Code};
 use super::guard::Principal;
 use super::permissions::is_known;
-use super::profile::iso;
 use super::tokens::{random_id, random_secret};
 use super::validate;
 use crate::auth::hash_key;

@@ -24,9 +24,15 @@ fn request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
-fn timestamp() -> String {
+/// Epoch seconds as ISO-8601 UTC, the one time format of v1 bodies.
+pub fn iso(secs: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+    t.format(&format).unwrap_or_default()
+}
+
+fn timestamp() -> String {
+    iso(maas_store::now_secs())
 }
 
 /// Every machine-readable error code, each with its one HTTP status.
@@ -272,21 +278,31 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::new(
-                Code::Validation002,
-                "request body is empty; expected a JSON object",
-            ));
-        }
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
-            let syntax = e.inner().is_syntax() || e.inner().is_eof();
-            let message = e.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or_default().to_string();
-            describe(e.path().to_string(), message, syntax)
-        })
+        parse_json(&body_bytes(req, state).await?).map(ApiJson)
     }
+}
+
+/// Parses a JSON body with [`ApiJson`]'s errors.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            Code::Validation002,
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let syntax = e.inner().is_syntax() || e.inner().is_eof();
+        let message = e.inner().to_string();
+        let message = message.split(" at line ").next().unwrap_or_default().to_string();
+        describe(e.path().to_string(), message, syntax)
+    })
+}
+
+/// Parses a form body or a query string with [`ApiJson`]'s errors.
+fn parse_urlencoded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
+    serde_path_to_error::deserialize(de).map_err(|e| describe(e.path().to_string(), e.inner().to_string(), false))
 }
 
 /// A form-encoded body (the OAuth2 token endpoint), with the same errors as [`ApiJson`].
@@ -296,11 +312,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiForm<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req, state).await?;
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
-        serde_path_to_error::deserialize(de)
-            .map(ApiForm)
-            .map_err(|e| describe(e.path().to_string(), e.inner().to_string(), false))
+        parse_urlencoded(&body_bytes(req, state).await?).map(ApiForm)
     }
 }
 
@@ -311,11 +323,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(ApiQuery)
-            .map_err(|e| describe(e.path().to_string(), e.inner().to_string(), false))
+        parse_urlencoded(parts.uri.query().unwrap_or_default().as_bytes()).map(ApiQuery)
     }
 }
 

@@ -73,9 +73,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 
 /// The credential a request carries, if any.
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers.get("x-api-key") {
-        return key.to_str().ok();
+    match headers.get("x-api-key") {
+        Some(key) => key.to_str().ok(),
+        None => bearer(headers),
     }
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme is case-insensitive).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let auth = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())

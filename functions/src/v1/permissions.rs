@@ -35,20 +35,15 @@ pub fn is_known(p: &str) -> bool {
 pub fn builtin(name: &str) -> Option<Vec<String>> {
     let perms: &[&str] = match name {
         "admin" => &["*"],
-        "user" => &[
-            "profile:read",
-            "profile:write",
-            "apikey:read",
-            "apikey:write",
-            "model:read",
-            "model:write",
-            "dataset:read",
-            "dataset:write",
-            "finetune:read",
-            "finetune:create",
-            "inference:create",
-            "usage:read",
-        ],
+        // Everything except administering users and roles.
+        "user" => {
+            return Some(
+                ALL.iter()
+                    .filter(|p| !p.starts_with("users:") && !p.starts_with("roles:"))
+                    .map(|p| p.to_string())
+                    .collect(),
+            )
+        }
         "viewer" => &[
             "profile:read",
             "model:read",

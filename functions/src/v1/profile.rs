@@ -7,7 +7,7 @@ use maas_store::records::identity::User;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::envelope::{ok, ApiError, ApiJson, ApiQuery, ApiResult, Code};
+use super::envelope::{iso, ok, ApiError, ApiJson, ApiQuery, ApiResult, Code};
 use super::guard::Principal;
 use super::limits::month_and_day;
 use super::validate;
@@ -57,12 +57,6 @@ pub struct Profile {
     pub permissions: Vec<String>,
     pub quota: Quota,
     pub created_at: String,
-}
-
-pub fn iso(secs: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.format(&format).unwrap_or_default()
 }
 
 /// Per-user profile view; `permissions` is what the caller may do.

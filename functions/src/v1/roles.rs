@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::accounts::Done;
-use super::envelope::{created, ok, ApiError, ApiJson, ApiResult, Code};
+use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiResult, Code};
 use super::guard::Principal;
 use super::permissions::{builtin, is_known, BUILTIN_ROLES};
-use super::profile::{conflict_on_race, iso};
+use super::profile::conflict_on_race;
 use super::validate;
 use crate::state::AppState;
 

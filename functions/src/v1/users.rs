@@ -5,12 +5,10 @@ use maas_store::records::identity::User;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::accounts::{create_user, hash_password, Done, Registered};
+use super::accounts::{create_account, Done, NewAccount, Registered};
 use super::envelope::{created, ok, ApiError, ApiJson, ApiQuery, ApiResult, Code};
 use super::guard::Principal;
 use super::profile::{conflict_on_race, profile_of, Profile, ProfileUpdate};
-use super::tokens::random_id;
-use super::validate;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
@@ -121,33 +119,18 @@ async fn check_roles(state: &AppState, roles: &[String]) -> Result<(), ApiError>
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
     responses((status = 201, body = super::envelope::Envelope<Registered>), (status = 409, body = super::envelope::ErrorBody)))]
 pub async fn create(State(state): State<AppState>, ApiJson(req): ApiJson<NewUser>) -> ApiResult<Registered> {
-    validate::username(&req.username)?;
-    validate::email(&req.email)?;
-    validate::password(&req.password, &[&req.username, &req.email])?;
-    super::profile::validate_profile(&req.first_name, &req.last_name, &req.organization, "")?;
     let roles = req.roles.unwrap_or_else(|| vec!["user".into()]);
     check_roles(&state, &roles).await?;
-    let now = maas_store::now_secs();
-    let user = User {
-        user_id: random_id(),
+    let account = NewAccount {
         username: req.username,
         email: req.email,
-        password_hash: Some(hash_password(req.password).await?),
+        password: req.password,
         first_name: req.first_name,
         last_name: req.last_name,
         organization: req.organization,
         roles,
-        created_at: now,
-        updated_at: now,
-        ..User::default()
     };
-    create_user(&state, &user).await?;
-    Ok(created(Registered {
-        user_id: user.user_id,
-        username: user.username,
-        email: user.email,
-        verification_sent: false,
-    }))
+    Ok(created(Registered::of(&create_account(&state, account).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)),
@@ -215,29 +198,19 @@ pub async fn ensure_admin(state: &AppState, config: &crate::config::IdentityArgs
     {
         return Ok(());
     }
-    let checks = validate::username(&config.admin_username)
-        .and_then(|_| validate::email(email))
-        .and_then(|_| validate::password(password, &[&config.admin_username, email]));
-    if let Err(e) = checks {
-        anyhow::bail!("the configured admin is refused: {}", e.message);
-    }
-    let now = maas_store::now_secs();
-    let user = User {
-        user_id: random_id(),
+    let account = NewAccount {
         username: config.admin_username.clone(),
         email: email.clone(),
-        password_hash: Some(
-            hash_password(password.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!(e.message))?,
-        ),
+        password: password.clone(),
+        first_name: String::new(),
+        last_name: String::new(),
+        organization: String::new(),
         roles: vec!["admin".into()],
-        created_at: now,
-        updated_at: now,
-        ..User::default()
     };
-    match repo.create_user(&user).await {
-        Ok(()) | Err(maas_store::records::identity::CreateUserError::UsernameTaken) => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("creating the first admin: {e}")),
+    match create_account(state, account).await {
+        Ok(_) => Ok(()),
+        // Another instance created it at the same time.
+        Err(e) if e.code == Code::Resource002 && e.details.first().is_some_and(|d| d.field == "username") => Ok(()),
+        Err(e) => anyhow::bail!("the configured admin is refused: {}", e.message),
     }
 }

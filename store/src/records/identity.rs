@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::sgt::Secret;
 use super::{from_item, to_item, Record};
 use crate::error::{StoreError, StoreResult};
-use crate::item::Key;
+use crate::item::{as_i64, Key};
 use crate::keys::part;
 use crate::table::{Cond, Query, Table, Write};
 use crate::Stores;
@@ -376,12 +376,7 @@ impl IdentityRepo {
             .table
             .get(&Key::new(format!("COUNT#{scope}"), window.to_string()))
             .await?;
-        Ok(item
-            .and_then(|i| {
-                i.0.get("n")
-                    .and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)))
-            })
-            .unwrap_or(0))
+        Ok(item.and_then(|i| i.0.get("n").and_then(as_i64)).unwrap_or(0))
     }
 
     /// Counter values of one scope whose window starts with `prefix`, as (window, value).
@@ -394,10 +389,7 @@ impl IdentityRepo {
             .into_iter()
             .filter_map(|i| {
                 let window = i.0.get("sk")?.as_str()?.to_string();
-                let n =
-                    i.0.get("n")?
-                        .as_i64()
-                        .or_else(|| i.0.get("n")?.as_f64().map(|f| f as i64))?;
+                let n = as_i64(i.0.get("n")?)?;
                 Some((window, n))
             })
             .collect())
