@@ -38,6 +38,10 @@ pub struct IdentityArgs {
     pub admin_email: Option<String>,
     #[arg(long, env = "MAAS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// OAuth sign-in providers, a JSON array of
+    /// `{"name","client_id","client_secret","token_url","userinfo_url","redirect_uri"?}`.
+    #[arg(long, env = "MAAS_OAUTH_PROVIDERS", hide_env_values = true)]
+    pub oauth_providers: Option<String>,
 }
 
 /// The flags' defaults, without reading the environment.
@@ -56,6 +60,7 @@ impl Default for IdentityArgs {
             admin_username: "admin".into(),
             admin_email: None,
             admin_password: None,
+            oauth_providers: None,
         }
     }
 }

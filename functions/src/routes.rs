@@ -10,7 +10,7 @@ use crate::sgt::handlers as sgt;
 use crate::state::AppState;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
-use crate::v1::{accounts, api_keys, profile, roles, system, users, v1_layers, V1_BODY_LIMIT};
+use crate::v1::{accounts, api_keys, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT};
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
 /// sample event's file name.
@@ -142,6 +142,14 @@ pub static ROUTES: &[Route] = &[
         Access::Public,
         Auth,
         accounts::refresh
+    ),
+    v1!(
+        "v1-auth-oauth",
+        "POST",
+        "/api/v1/auth/oauth/{provider}",
+        Access::Public,
+        Auth,
+        oauth::oauth_login
     ),
     v1!(
         "v1-auth-logout",

@@ -35,6 +35,7 @@ impl AppState {
                 tokens: config.identity.token_keys()?,
                 roles: RoleCache::default(),
                 limits: config.identity.rate_limits(),
+                oauth: crate::v1::oauth::OAuthProviders::from_json(config.identity.oauth_providers.as_deref())?,
             }),
         };
         crate::v1::users::ensure_admin(&state, &config.identity).await?;

@@ -40,6 +40,12 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     let sidecar = Sidecar::start(&stores, listener, SidecarConfig::new("events-secret"))
         .await
         .unwrap();
+    // The OAuth sample signs in through a provider served here, with the event's code.
+    let provider = crate::oauth_provider::FakeProvider::start().await;
+    provider.code_named(
+        "demo-authorization-code",
+        json!({"sub": "demo-sub", "email": "oauth-demo@example.com", "preferred_username": "oauth-demo"}),
+    );
     let config = ApiConfig {
         store,
         sidecar_url: format!("http://{}", sidecar.addr),
@@ -53,6 +59,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
             admin_username: "demo".into(),
             admin_email: Some("demo@example.com".into()),
             admin_password: Some("Sample-Passw0rd!x".into()),
+            oauth_providers: Some(provider.config("demo")),
             ..Default::default()
         },
     };

@@ -7,5 +7,7 @@ mod support;
 mod crash;
 mod events;
 mod learning;
+mod oauth;
+mod oauth_provider;
 mod sgt;
 mod v1;

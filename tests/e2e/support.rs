@@ -49,6 +49,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
             admin_username: "root".into(),
             admin_email: Some(ADMIN_EMAIL.into()),
             admin_password: Some(ADMIN_PASSWORD.into()),
+            oauth_providers: None,
         },
     };
     if let Backend::Aws = backend {

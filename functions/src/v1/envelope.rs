@@ -75,6 +75,9 @@ pub enum Code {
     TooManyRequests,
     #[serde(rename = "INTERNAL_ERROR")]
     Internal,
+    /// A service maas depends on (an OAuth provider) did not answer properly (seed 004).
+    #[serde(rename = "SERVICE_UNAVAILABLE")]
+    ServiceUnavailable,
 }
 
 impl Code {
@@ -88,6 +91,7 @@ impl Code {
             Code::Validation001 | Code::Validation003 | Code::Validation004 => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Validation002 => StatusCode::BAD_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod envelope;
 pub mod guard;
 pub mod limits;
+pub mod oauth;
 pub mod openapi;
 pub mod permissions;
 pub mod profile;
@@ -35,6 +36,7 @@ pub struct V1State {
     pub tokens: TokenKeys,
     pub roles: RoleCache,
     pub limits: RateLimits,
+    pub oauth: oauth::OAuthProviders,
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
