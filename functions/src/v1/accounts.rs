@@ -19,15 +19,22 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 3–32 letters, digits, `_`, `.` or `-`; unique, case-insensitively.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,32}$")]
     pub username: String,
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
-    /// At least 10 characters with three of: lowercase, uppercase, digit, symbol.
+    /// At least 10 characters with three of: lowercase, uppercase, digit, symbol; not
+    /// containing the username or the email's name.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub first_name: String,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub last_name: String,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub organization: String,
 }
 
@@ -138,7 +145,7 @@ pub struct Tokens {
 
 /// Signs in with email and password (seed 003).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
+    responses((status = 200, body = super::envelope::Envelope<Tokens>), (status = 401, description = "Wrong credentials", body = super::envelope::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(ip): Extension<ClientIp>,
@@ -165,7 +172,7 @@ pub struct LegacyToken {
 
 /// Signs in with username (or email) and password (seed 004).
 #[utoipa::path(post, path = "/api/v1/login", tag = "auth", request_body = UsernameLogin,
-    responses((status = 200, body = super::envelope::Envelope<LegacyToken>)))]
+    responses((status = 200, body = super::envelope::Envelope<LegacyToken>), (status = 401, description = "Wrong credentials", body = super::envelope::ErrorBody)))]
 pub async fn login_legacy(
     State(state): State<AppState>,
     Extension(ip): Extension<ClientIp>,
@@ -185,16 +192,25 @@ pub async fn login_legacy(
 pub struct PasswordGrant {
     /// `password` when given.
     #[serde(default)]
+    #[schema(value_type = GrantType, required = false)]
     pub grant_type: Option<String>,
     /// A username or an email.
     pub username: String,
     pub password: String,
 }
 
+/// The only grant `/auth/token` serves.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // describes the field for the OpenAPI document only
+pub enum GrantType {
+    Password,
+}
+
 /// Signs in with the OAuth2 password grant (seed 002).
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
     request_body(content = PasswordGrant, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
+    responses((status = 200, body = super::envelope::Envelope<Tokens>), (status = 401, description = "Wrong credentials", body = super::envelope::ErrorBody)))]
 pub async fn token(
     State(state): State<AppState>,
     Extension(ip): Extension<ClientIp>,
@@ -295,13 +311,13 @@ pub struct RefreshRequest {
 /// Trades a refresh token for new tokens. The old refresh token stops working; presenting it
 /// again revokes the whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Option<RefreshRequest>,
-    responses((status = 200, body = super::envelope::Envelope<Tokens>)))]
+    responses((status = 200, body = super::envelope::Envelope<Tokens>), (status = 401, description = "Missing, invalid, reused or expired refresh token", body = super::envelope::ErrorBody)))]
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Tokens> {
     // The body is optional here, so it is parsed only when there is one.
     let from_body: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshRequest::default()
     } else {
-        parse_json(&body)?
+        parse_json::<Option<RefreshRequest>>(&body)?.unwrap_or_default()
     };
     let presented = from_body
         .refresh_token

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::accounts::Done;
 use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiResult, Code};
 use super::guard::Principal;
-use super::permissions::is_known;
+use super::permissions::{is_known, Permission};
 use super::tokens::{random_id, random_secret};
 use super::validate;
 use crate::auth::hash_key;
@@ -21,12 +21,18 @@ const MAX_KEYS_PER_USER: usize = 100;
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewApiKey {
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     /// `resource:action` strings, e.g. `model:read`, `inference:create`; each must be one the
     /// caller holds.
+    #[schema(value_type = Vec<Permission>, min_items = 1, max_items = 32)]
     pub permissions: Vec<String>,
-    /// ISO-8601; in the future.
+    /// ISO-8601 with a time zone; within the next 5 years.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 

@@ -1,11 +1,15 @@
 //! Permission strings (`resource:action`), the built-in roles, and resolving a user's roles to
 //! the permissions they grant.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_store::records::identity::{IdentityRepo, Role};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// Every permission a role or key may hold. `*` grants all of them.
 pub const ALL: &[&str] = &[
@@ -26,6 +30,42 @@ pub const ALL: &[&str] = &[
     "roles:read",
     "roles:write",
 ];
+
+/// A permission string in the OpenAPI document: one of the catalogue, or `*`.
+pub struct Permission;
+
+impl PartialSchema for Permission {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(std::iter::once("*").chain(ALL.iter().copied())))
+            .into()
+    }
+}
+
+impl ToSchema for Permission {
+    fn name() -> Cow<'static, str> {
+        "Permission".into()
+    }
+}
+
+/// A role's name in the OpenAPI document (the same rule as `roles::check_name`).
+pub struct RoleName;
+
+impl PartialSchema for RoleName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[a-z0-9_-]{2,32}$"))
+            .into()
+    }
+}
+
+impl ToSchema for RoleName {
+    fn name() -> Cow<'static, str> {
+        "RoleName".into()
+    }
+}
 
 pub fn is_known(p: &str) -> bool {
     p == "*" || ALL.contains(&p)

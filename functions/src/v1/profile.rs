@@ -118,9 +118,14 @@ pub fn validate_profile(first: &str, last: &str, org: &str, avatar: &str) -> Res
 /// Fields a user may change about themselves; absent fields stay as they are.
 #[derive(Deserialize, ToSchema)]
 pub struct ProfileUpdate {
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub first_name: Option<String>,
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub last_name: Option<String>,
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub organization: Option<String>,
+    /// An https URL, or empty to clear it.
+    #[schema(max_length = 2048, pattern = "^(https://[^\\u0000-\\u0020\\u007F-\\u009F]*)?$")]
     pub avatar_url: Option<String>,
 }
 
@@ -162,8 +167,10 @@ pub fn conflict_on_race(e: maas_store::StoreError) -> ApiError {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// `Nd`, 1 to 366 days; 30d by default.
+    #[param(pattern = "^([1-9]|[1-9][0-9]|[12][0-9][0-9]|3[0-5][0-9]|36[0-6])d$")]
     pub period: Option<String>,
 }
 
@@ -243,10 +250,13 @@ pub async fn stats(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD` (UTC).
+    #[param(format = Date)]
     pub start_date: String,
-    /// Last day, inclusive.
+    /// Last day, inclusive; at most 366 days after the first.
+    #[param(format = Date)]
     pub end_date: String,
 }
 

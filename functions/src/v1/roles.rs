@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::accounts::Done;
 use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiResult, Code};
 use super::guard::Principal;
-use super::permissions::{builtin, is_known, BUILTIN_ROLES};
+use super::permissions::{builtin, is_known, Permission, RoleName, BUILTIN_ROLES};
 use super::profile::conflict_on_race;
 use super::validate;
 use crate::state::AppState;
@@ -17,15 +17,20 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 pub struct RoleBody {
     /// 2–32 lowercase letters, digits, `_` or `-`.
+    #[schema(value_type = RoleName)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: String,
+    #[schema(value_type = Vec<Permission>, max_items = 64)]
     pub permissions: Vec<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct RoleUpdate {
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
+    #[schema(value_type = Option<Vec<Permission>>, max_items = 64)]
     pub permissions: Option<Vec<String>>,
 }
 
@@ -189,6 +194,7 @@ pub async fn init(State(state): State<AppState>) -> ApiResult<Vec<RoleView>> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CheckRequest {
+    #[schema(value_type = Permission)]
     pub permission: String,
     /// Whose permissions to check; the caller's when absent (others' need `users:read`).
     #[serde(default)]

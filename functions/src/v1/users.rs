@@ -8,14 +8,18 @@ use utoipa::{IntoParams, ToSchema};
 use super::accounts::{create_account, Done, NewAccount, Registered};
 use super::envelope::{created, ok, ApiError, ApiJson, ApiQuery, ApiResult, Code};
 use super::guard::Principal;
+use super::permissions::RoleName;
 use super::profile::{conflict_on_race, profile_of, Profile, ProfileUpdate};
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1-based page; 1 by default.
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// Page size, 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Only users whose username or email contains this.
     pub search: Option<String>,
@@ -89,17 +93,24 @@ pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewUser {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,32}$")]
     pub username: String,
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
-    /// `["user"]` by default.
+    /// `["user"]` by default; each must name an existing role.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<RoleName>>)]
     pub roles: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub first_name: String,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub last_name: String,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub organization: String,
 }
 
@@ -144,6 +155,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 pub struct UserUpdate {
     #[serde(flatten)]
     pub profile: ProfileUpdate,
+    #[schema(value_type = Option<Vec<RoleName>>)]
     pub roles: Option<Vec<String>>,
 }
 
@@ -174,7 +186,8 @@ pub async fn update(
 
 /// Deletes a user with their sessions and API keys.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)),
-    responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody)))]
+    responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody),
+        (status = 409, description = "Admins cannot delete themselves", body = super::envelope::ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Done> {
     if id == who.user.user_id {
         return Err(ApiError::new(Code::Resource003, "admins cannot delete themselves"));
