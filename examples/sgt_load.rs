@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 #[path = "../tests/e2e/fixtures.rs"]
 mod fixtures;
+#[path = "shared/stats.rs"]
+mod stats;
+use stats::{drive, summary};
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -96,24 +99,6 @@ impl Session {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn summary(mode: &str, mut lat_ms: Vec<f64>, errors: usize, wall: Duration, extra: Value) -> Value {
-    lat_ms.sort_by(f64::total_cmp);
-    let mut v = json!({
-        "mode": mode, "requests": lat_ms.len() + errors, "errors": errors,
-        "rps": lat_ms.len() as f64 / wall.as_secs_f64(),
-        "p50_ms": percentile(&lat_ms, 0.5), "p99_ms": percentile(&lat_ms, 0.99),
-    });
-    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    v
-}
-
 async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
     s.create("runbench", a.cols, a.out).await.ok();
     let data: Vec<Vec<f64>> = rows(a.rows, a.cols, 1)
@@ -127,32 +112,15 @@ async fn run_mode(s: Arc<Session>, a: &Args) -> Value {
             .await
             .expect("warm-up run succeeds");
     }
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..a.clients)
-        .map(|_| {
-            let (s, body, n) = (s.clone(), body.clone(), a.requests);
-            tokio::spawn(async move {
-                let (mut lat, mut errors) = (Vec::with_capacity(n), 0);
-                for _ in 0..n {
-                    let t = Instant::now();
-                    match s.post_timed("/sgt/public/run_sgt_model", body.clone()).await {
-                        Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
-                        Err(_) => errors += 1,
-                    }
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        lat.extend(l);
-        errors += e;
-    }
+    let body_bytes = body.len();
+    let (lat, errors, wall) = drive(a.clients, a.requests, move || {
+        let (s, body) = (s.clone(), body.clone());
+        async move { s.post_timed("/sgt/public/run_sgt_model", body).await.is_ok() }
+    })
+    .await;
     let extra =
-        json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body.len(), "decimals": a.decimals});
-    summary("run", lat, errors, start.elapsed(), extra)
+        json!({"rows": a.rows, "cols": a.cols, "clients": a.clients, "body_bytes": body_bytes, "decimals": a.decimals});
+    summary("run", lat, errors, wall, extra)
 }
 
 fn round(v: f64, decimals: Option<i32>) -> f64 {
