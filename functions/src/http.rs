@@ -6,6 +6,8 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
+
+use crate::body::{BodyError, BodyLimit};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -88,13 +90,10 @@ pub struct SgtBody(pub Bytes);
 impl<S: Send + Sync> FromRequest<S> for SgtBody {
     type Rejection = SgtError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, SgtError> {
-        Bytes::from_request(req, state).await.map(SgtBody).map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                SgtError::Validation("request body is too large".into())
-            } else {
-                SgtError::Validation("cannot read request body".into())
-            }
+    async fn from_request(req: Request, _: &S) -> Result<Self, SgtError> {
+        crate::body::read(req).await.map(SgtBody).map_err(|e| match e {
+            BodyError::TooLarge => SgtError::Validation("request body is too large".into()),
+            BodyError::Unreadable => SgtError::Validation("cannot read request body".into()),
         })
     }
 }
@@ -144,7 +143,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn sgt_layers<S: Clone + Send + Sync + 'static>(router: Router<S>, body_limit: usize) -> Router<S> {
     router
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
 }
 
 /// Request ids and tracing, outermost, for every router.

@@ -3,6 +3,7 @@
 //! `infra/template.yaml` and `events/` stay in step.
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod credentials;
 pub mod http;

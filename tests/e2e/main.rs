@@ -11,3 +11,4 @@ mod oauth;
 mod oauth_provider;
 mod sgt;
 mod v1;
+mod v1_bodies;

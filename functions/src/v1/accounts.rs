@@ -8,7 +8,7 @@ use maas_store::{Cond, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::envelope::{created, ok, parse_json, ApiError, ApiForm, ApiJson, ApiResult, Code};
+use super::envelope::{created, ok, parse_json, ApiBody, ApiError, ApiForm, ApiJson, ApiResult, Code};
 use super::guard::{bearer, ClientIp, Principal, Via};
 use super::profile::{validate_profile, UserSummary};
 use super::tokens::{random_id, sha256_hex, RefreshToken};
@@ -312,7 +312,7 @@ pub struct RefreshRequest {
 /// again revokes the whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Option<RefreshRequest>,
     responses((status = 200, body = super::envelope::Envelope<Tokens>), (status = 401, description = "Missing, invalid, reused or expired refresh token", body = super::envelope::ErrorBody)))]
-pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Tokens> {
+pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, ApiBody(body): ApiBody) -> ApiResult<Tokens> {
     // The body is optional here, so it is parsed only when there is one.
     let from_body: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshRequest::default()

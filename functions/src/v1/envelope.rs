@@ -6,6 +6,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+
+use crate::body::BodyError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -239,13 +241,23 @@ impl<T: Serialize> IntoResponse for Reply<T> {
 
 pub type ApiResult<T> = Result<Reply<T>, ApiError>;
 
+/// The raw body (for handlers whose body is optional), with [`ApiJson`]'s size errors.
+pub struct ApiBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        body_bytes(req).await.map(ApiBody)
+    }
+}
+
 /// The raw body, with the body limit reported in the envelope.
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        let mut e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(Code::Validation003, "request body is too large")
-        } else {
-            ApiError::new(Code::Validation002, "cannot read the request body")
+async fn body_bytes(req: Request) -> Result<Bytes, ApiError> {
+    crate::body::read(req).await.map_err(|e| {
+        let mut e = match e {
+            BodyError::TooLarge => ApiError::new(Code::Validation003, "request body is too large"),
+            BodyError::Unreadable => ApiError::new(Code::Validation002, "cannot read the request body"),
         };
         e.status = Some(StatusCode::BAD_REQUEST);
         e
@@ -281,8 +293,8 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        parse_json(&body_bytes(req, state).await?).map(ApiJson)
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        parse_json(&body_bytes(req).await?).map(ApiJson)
     }
 }
 
@@ -315,8 +327,8 @@ pub struct ApiForm<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiForm<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        parse_urlencoded(&body_bytes(req, state).await?).map(ApiForm)
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        parse_urlencoded(&body_bytes(req).await?).map(ApiForm)
     }
 }
 

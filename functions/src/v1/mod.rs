@@ -46,7 +46,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn v1_layers<S: Clone + Send + Sync + 'static>(router: Router<S>, body_limit: usize) -> Router<S> {
     router
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(crate::body::BodyLimit(body_limit)))
 }
 
 /// Unknown paths answer 404 in the envelope.
