@@ -6,17 +6,17 @@ use serde_json::{json, Value};
 use crate::on_both_backends;
 use crate::support::{rows, spawn_app, spawn_with, Backend, User};
 
-const UPDATE: &str = "/sgt/private/update_auth_token";
-const CHECK: &str = "/sgt/public/check_auth_token";
-const CREATE: &str = "/sgt/public/create_sgt_model";
-const DELETE: &str = "/sgt/public/delete_sgt_model";
-const CLIENT_DATA: &str = "/sgt/public/update_sgt_model_client_data";
-const MINE: &str = "/sgt/public/read_my_sgt_model";
-const PUBLIC: &str = "/sgt/public/read_public_sgt_model";
-const CLONE: &str = "/sgt/public/clone_sgt_model_to_mine";
-const RUN: &str = "/sgt/public/run_sgt_model";
-const UPLOAD: &str = "/sgt/public/upload_sgt_model_train_data";
-const TYPES: &str = "/sgt/public/list_model_type";
+pub const UPDATE: &str = "/sgt/private/update_auth_token";
+pub const CHECK: &str = "/sgt/public/check_auth_token";
+pub const CREATE: &str = "/sgt/public/create_sgt_model";
+pub const DELETE: &str = "/sgt/public/delete_sgt_model";
+pub const CLIENT_DATA: &str = "/sgt/public/update_sgt_model_client_data";
+pub const MINE: &str = "/sgt/public/read_my_sgt_model";
+pub const PUBLIC: &str = "/sgt/public/read_public_sgt_model";
+pub const CLONE: &str = "/sgt/public/clone_sgt_model_to_mine";
+pub const RUN: &str = "/sgt/public/run_sgt_model";
+pub const UPLOAD: &str = "/sgt/public/upload_sgt_model_train_data";
+pub const TYPES: &str = "/sgt/public/list_model_type";
 
 on_both_backends!(
     secrets_are_created_checked_rotated_and_expire,

@@ -5,7 +5,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::support::{spawn_app, spawn_with, Backend, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::sgt::{CLIENT_DATA, CLONE, DELETE, RUN, UPLOAD};
+use crate::support::{rows, spawn_app, spawn_with, Backend, TestApp, User, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 on_both_backends!(
     a_user_registers_signs_in_three_ways_and_reads_their_profile,
@@ -20,6 +21,7 @@ on_both_backends!(
     repeated_failed_sign_ins_lock_the_account_without_revealing_it,
     admins_manage_users_and_roles,
     the_openapi_document_describes_every_v1_route,
+    a_users_keys_share_their_sgt_models_and_other_users_cannot_reach_them,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -92,6 +94,21 @@ impl TestApp {
             .as_str()
             .unwrap()
             .to_string()
+    }
+
+    /// A new API key of the signed-in user, as SGT credentials (`secret_id`, `secret_key`).
+    pub async fn sgt_key(&self, access: &str, permissions: &[&str]) -> User {
+        let body = json!({"name": "sgt", "permissions": permissions});
+        let (s, v) = self
+            .v1(Method::POST, "/api/v1/users/me/api-keys", Some(access), Some(body))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let key = v["data"]["key"].as_str().unwrap().trim_start_matches("mk_");
+        let (id, secret) = key.split_once('.').unwrap();
+        User {
+            id: id.into(),
+            key: secret.into(),
+        }
     }
 
     fn jwt_key(&self) -> (String, Vec<u8>) {
@@ -880,4 +897,47 @@ async fn the_openapi_document_describes_every_v1_route(b: Backend) {
         );
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+async fn a_users_keys_share_their_sgt_models_and_other_users_cannot_reach_them(b: Backend) {
+    let app = spawn_app(b).await;
+    let all = ["model:read", "model:write", "dataset:write", "inference:create"];
+    let (alice, _) = app.signed_up().await;
+    let (bob, _) = app.signed_up().await;
+    let (alice1, alice2) = (
+        app.sgt_key(token(&alice), &all).await,
+        app.sgt_key(token(&alice), &all).await,
+    );
+    let bob_key = app.sgt_key(token(&bob), &all).await;
+    app.create_model(&alice1, "a", "private", 2, 1, false).await;
+    // Models belong to the account, not to the key that made them.
+    let mine = app.my_models(&alice2).await;
+    assert_eq!((mine.len(), &mine[0]["user_unique_id"]), (1, &alice["user"]["id"]));
+    let probe = rows(2, 2, 1);
+    let answer = app.run(&alice2, "a", "private", &probe).await;
+    // Bob, with a key as strong as Alice's, finds nothing to list, run, change, feed or delete.
+    assert!(app.my_models(&bob_key).await.is_empty());
+    let attempts = [
+        (RUN, json!({"data": probe})),
+        (CLIENT_DATA, json!({"client_data": "pwned"})),
+        (UPLOAD, json!({"train_data": [[[0.0, 0.0], [0.5]]]})),
+        (DELETE, json!({})),
+    ];
+    for (path, extra) in attempts {
+        let mut body = json!({"name": "private", "app_name": "a"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        app.fails(path, bob_key.with(body), "FindModelException").await;
+    }
+    // Cloning it by Alice's id fails exactly as cloning a model that does not exist.
+    let clone = |name: &str| json!({"new_name": "stolen", "app_name": "a", "author_unique_id": alice["user"]["id"], "name": name});
+    let hidden = app
+        .fails(CLONE, bob_key.with(clone("private")), "FindModelException")
+        .await;
+    let absent = app
+        .fails(CLONE, bob_key.with(clone("nope")), "FindModelException")
+        .await;
+    assert_eq!(hidden.replace("private", "X"), absent.replace("nope", "X"));
+    // Alice's model is as it was.
+    assert_eq!(app.my_models(&alice1).await[0]["client_data"], "cd");
+    assert_eq!(app.run(&alice1, "a", "private", &probe).await, answer);
 }
