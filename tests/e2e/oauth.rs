@@ -157,11 +157,21 @@ async fn an_oauth_email_that_belongs_to_a_password_account_is_refused_not_linked
 async fn a_provider_that_fails_gets_service_unavailable(b: Backend) {
     let provider = FakeProvider::start().await;
     let app = app_on(b, &provider).await;
-    provider.break_userinfo();
+    provider.fail_userinfo(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "down"}));
     let (s, v) = app.oauth("acme", json!({"code": provider.code_for(ann())})).await;
     assert_eq!((s.as_u16(), code(&v)), (503, "SERVICE_UNAVAILABLE"), "{v}");
     assert!(
         !v.to_string().contains("down"),
         "the provider's answer is not leaked: {v}"
     );
+    // An answer over 64 KiB is refused unread, even a successful one.
+    let mut huge = ann();
+    huge["picture"] = json!("x".repeat(70 * 1024));
+    provider.fail_userinfo(StatusCode::OK, huge);
+    let (s, v) = app.oauth("acme", json!({"code": provider.code_for(ann())})).await;
+    assert_eq!((s.as_u16(), code(&v)), (503, "SERVICE_UNAVAILABLE"), "{v}");
+    // Nothing was created along the way.
+    let admin = app.admin().await;
+    let (_, users) = app.v1(Method::GET, "/api/v1/users", Some(&admin), None).await;
+    assert_eq!(users["data"]["pagination"]["total"], 1, "{users}");
 }

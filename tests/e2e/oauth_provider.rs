@@ -21,7 +21,8 @@ struct Grants {
     codes: HashMap<String, Value>,
     /// access token -> userinfo
     tokens: HashMap<String, Value>,
-    userinfo_broken: bool,
+    /// Set to make userinfo answer this instead of the user.
+    userinfo_failure: Option<(StatusCode, Value)>,
 }
 
 #[derive(Clone)]
@@ -67,8 +68,9 @@ impl FakeProvider {
         self.grants.lock().unwrap().codes.insert(code.into(), userinfo);
     }
 
-    pub fn break_userinfo(&self) {
-        self.grants.lock().unwrap().userinfo_broken = true;
+    /// Makes userinfo answer `status` with `body` from now on.
+    pub fn fail_userinfo(&self, status: StatusCode, body: Value) {
+        self.grants.lock().unwrap().userinfo_failure = Some((status, body));
     }
 }
 
@@ -99,8 +101,8 @@ async fn token(
 
 async fn userinfo(State(grants): State<Arc<Mutex<Grants>>>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
     let g = grants.lock().unwrap();
-    if g.userinfo_broken {
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "down"})));
+    if let Some((status, body)) = &g.userinfo_failure {
+        return (*status, Json(body.clone()));
     }
     let bearer = headers
         .get("authorization")

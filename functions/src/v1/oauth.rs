@@ -3,6 +3,7 @@
 //! `provider:subject`. Providers are configured by their token and userinfo URLs.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -79,10 +80,11 @@ impl ProviderHttp {
     }
 }
 
-/// The configured providers and one HTTP client to reach them (none without providers).
+/// The configured providers and one HTTP client to reach them, built on the first OAuth
+/// sign-in so that no other function's cold start loads the system's root certificates.
 pub struct OAuthProviders {
     by_name: HashMap<String, ProviderConfig>,
-    http: Option<ProviderHttp>,
+    http: OnceLock<Result<ProviderHttp, String>>,
 }
 
 /// Provider URLs must be https; plain http is allowed only on loopback (a local test provider).
@@ -116,19 +118,19 @@ impl OAuthProviders {
                 "OAuth provider {name} is configured twice"
             );
         }
-        let http = if by_name.is_empty() {
-            None
-        } else {
-            Some(ProviderHttp::new()?)
-        };
-        Ok(OAuthProviders { by_name, http })
+        Ok(OAuthProviders {
+            by_name,
+            http: OnceLock::new(),
+        })
     }
 
     fn get(&self, name: &str) -> Result<(&ProviderConfig, &ProviderHttp), ApiError> {
-        match (self.by_name.get(name), &self.http) {
-            (Some(p), Some(http)) => Ok((p, http)),
-            _ => Err(ApiError::not_found("OAuth provider")),
-        }
+        let p = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| ApiError::not_found("OAuth provider"))?;
+        let http = self.http.get_or_init(|| ProviderHttp::new().map_err(|e| e.to_string()));
+        Ok((p, http.as_ref().map_err(|e| unavailable(name, e))?))
     }
 }
 
@@ -144,15 +146,22 @@ pub struct OAuthLogin {
     pub code_verifier: Option<String>,
 }
 
+/// A field, when given, holds 1 to `max` bytes.
+fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > max => Err(ApiError::field(
+            Code::Validation003,
+            field,
+            format!("{field} must be 1 to {max} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_login(req: &OAuthLogin) -> Result<(), ApiError> {
-    let too_long = |field: &str, value: &str, max: usize| {
-        (value.is_empty() || value.len() > max)
-            .then(|| ApiError::field(Code::Validation003, field, format!("{field} must be 1 to {max} bytes")))
-    };
-    let problem = too_long("code", &req.code, 2048)
-        .or_else(|| too_long("redirect_uri", req.redirect_uri.as_deref().unwrap_or("-"), 2048))
-        .or_else(|| too_long("code_verifier", req.code_verifier.as_deref().unwrap_or("-"), 128));
-    problem.map_or(Ok(()), Err)
+    check_len("code", Some(&req.code), 2048)?;
+    check_len("redirect_uri", req.redirect_uri.as_deref(), 2048)?;
+    check_len("code_verifier", req.code_verifier.as_deref(), 128)
 }
 
 /// Signs in with an authorization code from a configured provider (seed 003 §2.3). The first
@@ -191,21 +200,14 @@ async fn call<T: DeserializeOwned>(
     req: Request<Full<Bytes>>,
 ) -> Result<T, ApiError> {
     let (status, body) = http.send(req).await.map_err(|e| unavailable(&p.name, e))?;
-    if !status.is_success() {
-        return Err(ProviderStatus(status).into_error(&p.name));
-    }
-    serde_json::from_slice(&body).map_err(|e| unavailable(&p.name, e))
-}
-
-struct ProviderStatus(StatusCode);
-
-impl ProviderStatus {
-    /// RFC 6749 §5.2: a refused code or client is 400 (or 401); the rest is the provider's fault.
-    fn into_error(self, provider: &str) -> ApiError {
-        match self.0.as_u16() {
-            400 | 401 => ApiError::new(Code::Auth004, "the provider refused the authorization code"),
-            _ => unavailable(provider, format!("answered {}", self.0)),
-        }
+    match status.as_u16() {
+        200..=299 => serde_json::from_slice(&body).map_err(|e| unavailable(&p.name, e)),
+        // RFC 6749 §5.2: a refused code or client is 400 (or 401); the rest is the provider's fault.
+        400 | 401 => Err(ApiError::new(
+            Code::Auth004,
+            "the provider refused the authorization code",
+        )),
+        _ => Err(unavailable(&p.name, format!("answered {status}"))),
     }
 }
 
