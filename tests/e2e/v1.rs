@@ -831,6 +831,19 @@ async fn admins_manage_users_and_roles(b: Backend) {
         )
         .await;
     assert_eq!((s, v["data"]["roles"].clone()), (StatusCode::OK, json!(["viewer"])));
+    // A mistyped profile field is named in the error, as on every other body.
+    let (s, v) = app
+        .v1(
+            Method::PUT,
+            &format!("/api/v1/users/{carol_id}"),
+            adm,
+            Some(json!({"first_name": 7})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v), v["error"]["details"][0]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_002", json!("first_name"))
+    );
     assert_eq!(
         app.v1(Method::DELETE, "/api/v1/permissions/roles/auditor", adm, None)
             .await

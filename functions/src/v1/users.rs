@@ -149,12 +149,33 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(ok(view(&state, &user).await?))
 }
 
+/// The profile fields of [`ProfileUpdate`] plus roles. Spelled out rather than
+/// `#[serde(flatten)]`ed: flattening hides a mistyped field's name from the error.
 #[derive(Deserialize, ToSchema)]
 pub struct UserUpdate {
-    #[serde(flatten)]
-    pub profile: ProfileUpdate,
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub first_name: Option<String>,
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub last_name: Option<String>,
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub organization: Option<String>,
+    /// An https URL, or empty to clear it.
+    #[schema(max_length = 2048, pattern = "^(https://[^\\u0000-\\u0020\\u007F-\\u009F]*)?$")]
+    pub avatar_url: Option<String>,
     #[schema(value_type = Option<Vec<RoleName>>)]
     pub roles: Option<Vec<String>>,
+}
+
+impl UserUpdate {
+    fn split(self) -> (ProfileUpdate, Option<Vec<String>>) {
+        let profile = ProfileUpdate {
+            first_name: self.first_name,
+            last_name: self.last_name,
+            organization: self.organization,
+            avatar_url: self.avatar_url,
+        };
+        (profile, self.roles)
+    }
 }
 
 #[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserUpdate,
@@ -166,8 +187,9 @@ pub async fn update(
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> ApiResult<Profile> {
     let user = find(&state, &id).await?;
-    let mut next = req.profile.apply(&user)?;
-    if let Some(roles) = req.roles {
+    let (profile, roles) = req.split();
+    let mut next = profile.apply(&user)?;
+    if let Some(roles) = roles {
         check_roles(&state, &roles).await?;
         if id == who.user.user_id && !roles.iter().any(|r| r == "admin") {
             return Err(ApiError::field(
