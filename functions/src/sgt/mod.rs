@@ -2,5 +2,6 @@
 //! `{"exception", "message"}` failures.
 
 pub mod handlers;
+pub mod number;
 pub mod requests;
 pub mod rows;

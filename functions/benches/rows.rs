@@ -1,0 +1,49 @@
+//! What reading `run_sgt_model`'s `data` costs: 1024 rows x 64 numbers, as Python clients send
+//! them (the shortest repr of each value, about 17 digits, and 2-decimal numbers). The baseline,
+//! measured in the same run, is serde_json reading the same text into `Vec<Vec<f32>>`.
+//! `cargo bench -p maas-functions --bench rows`; figures in BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use maas_functions::sgt::rows::split_data;
+
+fn body(decimals: Option<i32>) -> Vec<u8> {
+    let mut s = 42u64;
+    let rows: Vec<Vec<f64>> = (0..1024)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                    match decimals {
+                        Some(d) => (v as f64 * 10f64.powi(d)).round() / 10f64.powi(d),
+                        None => v as f64,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"secret_id": "s", "secret_key": "k", "app_name": "a", "data": rows}))
+        .unwrap()
+}
+
+fn rows(c: &mut Criterion) {
+    for (name, decimals) in [("full precision", None), ("2 decimals", Some(2))] {
+        let text = body(decimals);
+        let data_only =
+            serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&text).unwrap()["data"]).unwrap();
+        let mut g = c.benchmark_group(format!("1024x64 {name}"));
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function("split_data", |b| {
+            b.iter(|| split_data(black_box(&text), 1 << 20).unwrap().unwrap())
+        });
+        g.bench_function("serde_json Vec<Vec<f32>> (baseline)", |b| {
+            b.iter(|| serde_json::from_slice::<Vec<Vec<f32>>>(black_box(&data_only)).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, rows);
+criterion_main!(benches);
