@@ -18,12 +18,14 @@ const MAX_DIGITS: usize = 19;
 
 /// The number at `s[i..]`: `Some((value, end))`, or `None` when it is not a JSON number.
 /// Values beyond `f32`'s range come back infinite, for the caller to refuse.
+#[inline]
 pub fn parse_f32(s: &[u8], i: usize) -> Option<(f32, usize)> {
     scan(s, i).or_else(|| slow(s, i))
 }
 
 /// A decimal `[-]int[.frac][e[+-]exp]` whose digits fit a `u64`, as `(w, q)` with value
 /// `w * 10^q`, then rounded by [`round`]; `None` (for [`slow`]) for anything else.
+#[inline(always)]
 fn scan(s: &[u8], mut i: usize) -> Option<(f32, usize)> {
     let negative = s.get(i) == Some(&b'-');
     i += negative as usize;
@@ -113,6 +115,8 @@ fn round(w: u64, q: i64) -> Option<f32> {
 /// Anything [`scan`] declined: long mantissas, big exponents, subnormals, boundary cases.
 /// fast-float rounds correctly but accepts more than JSON (`inf`, `+1`, `.5`, `01`, `1.`), so
 /// it only sees text that the JSON grammar allows.
+#[cold]
+#[inline(never)]
 fn slow(s: &[u8], i: usize) -> Option<(f32, usize)> {
     let end = json_number_end(s, i)?;
     let v = fast_float2::parse::<f32, _>(&s[i..end]).ok()?;
