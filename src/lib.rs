@@ -41,6 +41,10 @@ pub struct Config {
     /// The external sidecar's shared secret.
     #[arg(long, env = "MAAS_SIDECAR_SECRET", hide_env_values = true)]
     pub sidecar_secret: Option<String>,
+    /// Run requests the in-process sidecar admits at once (queued or computing); more are
+    /// answered "busy" instead of piling up.
+    #[arg(long, env = "MAAS_SIDECAR_QUEUE", default_value_t = 256)]
+    pub sidecar_queue: usize,
     /// Seconds a training job's lease lasts without a heartbeat.
     #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
     pub lease_secs: u64,
@@ -95,6 +99,7 @@ impl Gateway {
             _ => {
                 let secret = random_token();
                 let mut cfg = SidecarConfig::new(secret.clone());
+                cfg.queue = config.sidecar_queue;
                 cfg.worker.lease = Duration::from_secs(config.lease_secs);
                 cfg.worker.slice = Duration::from_secs_f64(config.checkpoint_secs.clamp(0.05, 600.0));
                 cfg.worker.train.window = config.train_patience_steps.max(1);
@@ -116,7 +121,10 @@ impl Gateway {
             body_limit: config.body_limit,
             identity,
         };
-        let state = AppState::new(&stores, &api).await?;
+        let mut state = AppState::new(&stores, &api).await?;
+        if let Some(s) = &sidecar {
+            state.sidecar = SidecarClient::in_process(s.compute.clone());
+        }
         let health = state.sidecar.clone();
         let app = maas_functions::router(state, ROUTES.iter()).route("/health", get(health_check).with_state(health));
         let listener = tokio::net::TcpListener::bind(&config.addr)

@@ -80,6 +80,8 @@ pub fn device() -> Device {
 /// A running sidecar. Dropping it does not stop it; abort the tasks to do that.
 pub struct Sidecar {
     pub addr: SocketAddr,
+    /// The run path without HTTP, for a gateway in the same process.
+    pub compute: Arc<server::ServerState>,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -97,7 +99,7 @@ impl Sidecar {
             compute: Arc::new(Semaphore::new(cfg.compute.max(1))),
         });
         let addr = listener.local_addr()?;
-        let mut tasks = vec![tokio::spawn(server::serve(listener, state))];
+        let mut tasks = vec![tokio::spawn(server::serve(listener, state.clone()))];
         let instance = uuid::Uuid::new_v4().simple().to_string();
         for i in 0..cfg.trainers {
             let w = worker::Worker {
@@ -109,7 +111,11 @@ impl Sidecar {
             };
             tasks.push(tokio::spawn(w.run()));
         }
-        Ok(Sidecar { addr, tasks })
+        Ok(Sidecar {
+            addr,
+            compute: state,
+            tasks,
+        })
     }
 
     pub fn stop(&self) {

@@ -1,5 +1,6 @@
-//! The sidecar's HTTP face: `/health` and `/v1/sgt/run`, behind a shared secret and a
-//! bounded queue that answers 429 instead of piling up work.
+//! The sidecar's run path, behind a bounded queue that answers "busy" instead of piling up
+//! work: its HTTP face (`/health` and `/v1/sgt/run`, behind a shared secret) and the same path
+//! as a Rust call ([`Compute`]) for `maas`, which embeds the sidecar.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use candle_core::{Device, Tensor};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use maas_sidecar_client::wire::{decode_run, encode_f32, RunHeader};
-use maas_sidecar_client::SECRET_HEADER;
+use maas_sidecar_client::wire::{decode_run, encode_f32};
+use maas_sidecar_client::{Compute, ModelRef, SidecarError, SECRET_HEADER};
 use maas_store::Blobs;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -81,9 +82,44 @@ fn authorised(req: &Request<Incoming>, secret: &str) -> bool {
     given.ct_eq(secret.as_bytes()).into()
 }
 
+/// Why a run produced no outputs. The HTTP face and in-process callers each map it once.
+#[derive(Debug)]
+pub enum RunError {
+    /// The queue is full.
+    Busy,
+    /// The caller named a superseded checkpoint.
+    Stale,
+    /// The request does not fit the model (a caller bug, never user input).
+    Rejected(String),
+    /// The model could not be loaded or run; details are logged, not returned.
+    Failed(&'static str),
+}
+
+impl RunError {
+    fn reply(self) -> Reply {
+        match self {
+            RunError::Busy => reply(StatusCode::TOO_MANY_REQUESTS, "queue full"),
+            RunError::Stale => reply(StatusCode::CONFLICT, "checkpoint superseded"),
+            RunError::Rejected(m) => reply(StatusCode::BAD_REQUEST, m),
+            RunError::Failed(m) => reply(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+impl From<RunError> for SidecarError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Busy => SidecarError::Busy,
+            RunError::Stale => SidecarError::Stale,
+            RunError::Rejected(m) => SidecarError::Rejected(m),
+            RunError::Failed(m) => SidecarError::Unavailable(m.into()),
+        }
+    }
+}
+
 async fn run(req: Request<Incoming>, state: &ServerState) -> Reply {
     let Ok(_admitted) = state.admitted.clone().try_acquire_owned() else {
-        return reply(StatusCode::TOO_MANY_REQUESTS, "queue full");
+        return RunError::Busy.reply();
     };
     let body = match Limited::new(req.into_body(), MAX_RUN_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
@@ -93,42 +129,70 @@ async fn run(req: Request<Incoming>, state: &ServerState) -> Reply {
         Ok(v) => v,
         Err(e) => return reply(StatusCode::BAD_REQUEST, e),
     };
-    let mlp = match state.cache.get(&header.model, state.blobs.as_ref()).await {
-        Ok(m) => m,
-        Err(LoadError::UnknownType(t)) => return reply(StatusCode::BAD_REQUEST, format!("unknown model type {t}")),
-        Err(LoadError::Stale) => return reply(StatusCode::CONFLICT, "checkpoint superseded"),
-        Err(LoadError::Failed(e)) => {
-            tracing::error!(model_id = %header.model.model_id, error = %e, "cannot load model");
-            return reply(StatusCode::INTERNAL_SERVER_ERROR, "cannot load model");
-        }
-    };
-    if mlp.in_size() != header.model.in_size as usize || mlp.out_size() != header.model.out_size as usize {
-        return reply(StatusCode::BAD_REQUEST, "model shape does not match");
+    match state.run_admitted(&header.model, header.rows as usize, rows).await {
+        Ok(values) => reply(StatusCode::OK, encode_f32(&values)),
+        Err(e) => e.reply(),
     }
-    let Ok(_slot) = state.compute.acquire().await else {
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    };
-    let device = state.device.clone();
-    let out = tokio::task::spawn_blocking(move || forward(&mlp, &header, rows, &device)).await;
-    match out {
-        Ok(Ok(values)) => reply(StatusCode::OK, encode_f32(&values)),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "forward failed");
-            reply(StatusCode::INTERNAL_SERVER_ERROR, "forward failed")
+}
+
+/// `maas`'s in-process calls: the same queue, cache and compute slots as HTTP requests.
+#[async_trait::async_trait]
+impl Compute for ServerState {
+    async fn run(&self, model: &ModelRef, rows: &[f32]) -> Result<Vec<f32>, SidecarError> {
+        let Ok(_admitted) = self.admitted.try_acquire() else {
+            return Err(SidecarError::Busy);
+        };
+        let width = (model.in_size as usize).max(1);
+        if rows.len() % width != 0 {
+            return Err(SidecarError::Rejected(
+                "rows do not match the model's input size".into(),
+            ));
         }
-        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "forward panicked"),
+        Ok(self.run_admitted(model, rows.len() / width, rows.to_vec()).await?)
+    }
+}
+
+impl ServerState {
+    /// Loads the model (cached) and runs `rows` through it on a compute slot.
+    async fn run_admitted(&self, model: &ModelRef, n_rows: usize, rows: Vec<f32>) -> Result<Vec<f32>, RunError> {
+        let mlp = match self.cache.get(model, self.blobs.as_ref()).await {
+            Ok(m) => m,
+            Err(LoadError::UnknownType(t)) => return Err(RunError::Rejected(format!("unknown model type {t}"))),
+            Err(LoadError::Stale) => return Err(RunError::Stale),
+            Err(LoadError::Failed(e)) => {
+                tracing::error!(model_id = %model.model_id, error = %e, "cannot load model");
+                return Err(RunError::Failed("cannot load model"));
+            }
+        };
+        if mlp.in_size() != model.in_size as usize || mlp.out_size() != model.out_size as usize {
+            return Err(RunError::Rejected("model shape does not match".into()));
+        }
+        let Ok(_slot) = self.compute.acquire().await else {
+            return Err(RunError::Failed("shutting down"));
+        };
+        let device = self.device.clone();
+        let in_size = model.in_size as usize;
+        match tokio::task::spawn_blocking(move || forward(&mlp, n_rows, in_size, rows, &device)).await {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "forward failed");
+                Err(RunError::Failed("forward failed"))
+            }
+            Err(_) => Err(RunError::Failed("forward panicked")),
+        }
     }
 }
 
 fn forward(
     mlp: &crate::ensemble::Mlp,
-    header: &RunHeader,
+    n_rows: usize,
+    in_size: usize,
     rows: Vec<f32>,
     device: &Device,
 ) -> candle_core::Result<Vec<f32>> {
-    if header.rows == 0 {
+    if n_rows == 0 {
         return Ok(Vec::new());
     }
-    let x = Tensor::from_vec(rows, (header.rows as usize, header.model.in_size as usize), device)?;
+    let x = Tensor::from_vec(rows, (n_rows, in_size), device)?;
     mlp.forward(&x)?.flatten_all()?.to_vec1()
 }

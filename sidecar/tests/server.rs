@@ -1,4 +1,5 @@
-//! The sidecar over real HTTP: its shared-secret check, its bounded queue, and a run.
+//! The sidecar over real HTTP and as an in-process call (how `maas` reaches it): its
+//! shared-secret check, its bounded queue, and a run, with the same answers either way.
 
 use maas_sidecar::{Sidecar, SidecarConfig};
 use maas_sidecar_client::{ModelRef, SidecarClient, SidecarError};
@@ -17,6 +18,14 @@ async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
     (Sidecar::start(&stores, listener, cfg).await.unwrap(), dir)
 }
 
+/// The same sidecar over HTTP and in process.
+fn clients(sidecar: &Sidecar) -> [SidecarClient; 2] {
+    [
+        SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret"),
+        SidecarClient::in_process(sidecar.compute.clone()),
+    ]
+}
+
 fn model(in_size: u32, out_size: u32) -> ModelRef {
     ModelRef {
         model_id: "m".into(),
@@ -31,22 +40,33 @@ fn model(in_size: u32, out_size: u32) -> ModelRef {
 #[tokio::test]
 async fn runs_answer_one_output_row_per_input_row() {
     let (sidecar, _dir) = start(8).await;
-    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
-    client.health().await.unwrap();
-    let out = client
-        .run(&model(3, 2), &[0.1, 0.2, 0.3, -1.0, 0.0, 1.0])
-        .await
-        .unwrap();
-    assert_eq!(out.len(), 4);
-    assert!(client.run(&model(3, 2), &[]).await.unwrap().is_empty());
-    let unknown = ModelRef {
-        model_type: "nope".into(),
-        ..model(3, 2)
-    };
-    assert!(matches!(
-        client.run(&unknown, &[0.0; 3]).await,
-        Err(SidecarError::Rejected(_))
-    ));
+    for client in clients(&sidecar) {
+        client.health().await.unwrap();
+        let out = client
+            .run(&model(3, 2), &[0.1, 0.2, 0.3, -1.0, 0.0, 1.0])
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 4);
+        assert!(client.run(&model(3, 2), &[]).await.unwrap().is_empty());
+        let unknown = ModelRef {
+            model_type: "nope".into(),
+            ..model(3, 2)
+        };
+        assert!(matches!(
+            client.run(&unknown, &[0.0; 3]).await,
+            Err(SidecarError::Rejected(_))
+        ));
+        assert!(matches!(
+            client.run(&model(3, 2), &[0.0; 4]).await,
+            Err(SidecarError::Rejected(_))
+        ));
+    }
+    let [http, local] = clients(&sidecar);
+    let rows = [0.5, -0.25, 0.125];
+    assert_eq!(
+        http.run(&model(3, 2), &rows).await.unwrap(),
+        local.run(&model(3, 2), &rows).await.unwrap()
+    );
 }
 
 #[tokio::test]
@@ -62,17 +82,17 @@ async fn a_wrong_secret_is_refused_but_health_needs_none() {
 #[tokio::test]
 async fn a_full_queue_answers_busy_instead_of_piling_up_work() {
     let (sidecar, _dir) = start(0).await;
-    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
-    assert!(matches!(
-        client.run(&model(2, 1), &[0.0, 0.0]).await,
-        Err(SidecarError::Busy)
-    ));
+    for client in clients(&sidecar) {
+        assert!(matches!(
+            client.run(&model(2, 1), &[0.0, 0.0]).await,
+            Err(SidecarError::Busy)
+        ));
+    }
 }
 
 #[tokio::test]
 async fn a_superseded_checkpoint_is_reported_as_stale_not_as_a_failure() {
     let (sidecar, _dir) = start(8).await;
-    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret");
     let gone = maas_sidecar_client::CheckpointRef {
         blob: "sgt/m/ckpt/removed.safetensors".into(),
         version: 7,
@@ -81,8 +101,10 @@ async fn a_superseded_checkpoint_is_reported_as_stale_not_as_a_failure() {
         checkpoint: Some(gone),
         ..model(2, 1)
     };
-    assert!(matches!(
-        client.run(&stale, &[0.0, 0.0]).await,
-        Err(SidecarError::Stale)
-    ));
+    for client in clients(&sidecar) {
+        assert!(matches!(
+            client.run(&stale, &[0.0, 0.0]).await,
+            Err(SidecarError::Stale)
+        ));
+    }
 }

@@ -30,6 +30,7 @@ on_both_backends!(
     another_users_private_model_cannot_be_read_changed_run_or_cloned,
     clones_copy_weights_and_fields_and_refuse_taken_names,
     run_checks_row_shapes_and_answers_one_row_per_input,
+    a_model_server_with_no_room_answers_busy_as_a_run_exception_and_keeps_the_model,
     uploads_check_pair_shapes_and_need_an_existing_model,
     deleted_models_are_gone_everywhere,
     malformed_missing_and_mistyped_bodies_get_a_validation_exception,
@@ -389,6 +390,16 @@ async fn clones_copy_weights_and_fields_and_refuse_taken_names(b: Backend) {
         "ValidationException",
     )
     .await;
+}
+
+async fn a_model_server_with_no_room_answers_busy_as_a_run_exception_and_keeps_the_model(b: Backend) {
+    let app = spawn_with(b, |c| c.sidecar_queue = 0).await;
+    let user = app.new_user().await;
+    app.create_model(&user, "a", "m", 3, 2, false).await;
+    let run = user.with(json!({"name": "m", "app_name": "a", "data": rows(2, 3, 1)}));
+    let msg = app.fails(RUN, run, "RunWeightsNetException").await;
+    assert!(msg.contains("busy"), "{msg}");
+    assert_eq!(app.my_models(&user).await.len(), 1);
 }
 
 async fn run_checks_row_shapes_and_answers_one_row_per_input(b: Backend) {

@@ -33,6 +33,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
         body_limit: maas_functions::config::DEFAULT_BODY_LIMIT,
         sidecar_url: None,
         sidecar_secret: None,
+        sidecar_queue: 256,
         lease_secs: 30,
         checkpoint_secs: 2.0,
         train_patience_steps: maas_sidecar::train::TrainConfig::default().window,
