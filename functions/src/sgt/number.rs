@@ -20,20 +20,23 @@ const MAX_DIGITS: usize = 19;
 /// Values beyond `f32`'s range come back infinite, for the caller to refuse.
 #[inline]
 pub fn parse_f32(s: &[u8], i: usize) -> Option<(f32, usize)> {
-    scan(s, i).or_else(|| slow(s, i))
+    let (fast, end) = scan(s, i)?;
+    Some((fast.or_else(|| slow(&s[i..end]))?, end))
 }
 
-/// A decimal `[-]int[.frac][e[+-]exp]` whose digits fit a `u64`, as `(w, q)` with value
-/// `w * 10^q`, then rounded by [`round`]; `None` (for [`slow`]) for anything else.
+/// Walks the JSON number grammar `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` at
+/// `s[i..]`, reading its digits as `w * 10^q` on the way. `None` when the text is not a JSON
+/// number; otherwise where it ends, with the value when [`round`] can decide it from `(w, q)`
+/// (digits that fit a `u64`, a moderate exponent) and `None` for [`slow`].
 #[inline(always)]
-fn scan(s: &[u8], mut i: usize) -> Option<(f32, usize)> {
+fn scan(s: &[u8], mut i: usize) -> Option<(Option<f32>, usize)> {
     let negative = s.get(i) == Some(&b'-');
     i += negative as usize;
     let int_start = i;
     let mut w = 0u64;
     i = digits(s, i, &mut w);
     let int_len = i - int_start;
-    // JSON: at least one integer digit, and no leading zero before another digit.
+    // At least one integer digit, and no leading zero before another digit.
     if int_len == 0 || (int_len > 1 && s[int_start] == b'0') {
         return None;
     }
@@ -46,17 +49,15 @@ fn scan(s: &[u8], mut i: usize) -> Option<(f32, usize)> {
             return None;
         }
     }
-    if int_len + frac_len > MAX_DIGITS && significant_digits(&s[int_start..i]) > MAX_DIGITS {
-        return None;
-    }
+    let fits = int_len + frac_len <= MAX_DIGITS || significant_digits(&s[int_start..i]) <= MAX_DIGITS;
     let mut q = -(frac_len as i64);
     if matches!(s.get(i), Some(b'e' | b'E')) {
         let (exp, end) = exponent(s, i + 1)?;
         q += exp;
         i = end;
     }
-    let v = round(w, q)?;
-    Some((if negative { -v } else { v }, i))
+    let v = fits.then(|| round(w, q)).flatten();
+    Some((v.map(|v| if negative { -v } else { v }), i))
 }
 
 /// Reads decimal digits into `w`, a byte at a time. Eight-byte SWAR steps were tried (on every
@@ -112,47 +113,13 @@ fn round(w: u64, q: i64) -> Option<f32> {
     Some(r as f32)
 }
 
-/// Anything [`scan`] declined: long mantissas, big exponents, subnormals, boundary cases.
-/// fast-float rounds correctly but accepts more than JSON (`inf`, `+1`, `.5`, `01`, `1.`), so
-/// it only sees text that the JSON grammar allows.
+/// A JSON number that [`scan`] could not decide: long mantissas, big exponents, subnormals,
+/// values next to an f32 rounding boundary. fast-float rounds correctly; it accepts more than
+/// JSON (`inf`, `+1`, `.5`), which is why it only sees text that `scan` checked.
 #[cold]
 #[inline(never)]
-fn slow(s: &[u8], i: usize) -> Option<(f32, usize)> {
-    let end = json_number_end(s, i)?;
-    let v = fast_float2::parse::<f32, _>(&s[i..end]).ok()?;
-    Some((v, end))
-}
-
-/// Where the JSON number at `s[i..]` ends: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-fn json_number_end(s: &[u8], mut i: usize) -> Option<usize> {
-    let run = |i: usize| {
-        i + s
-            .get(i..)
-            .map_or(0, |t| t.iter().take_while(|b| b.is_ascii_digit()).count())
-    };
-    i += (s.get(i) == Some(&b'-')) as usize;
-    let int_end = run(i);
-    if int_end == i || (int_end - i > 1 && s[i] == b'0') {
-        return None;
-    }
-    i = int_end;
-    if s.get(i) == Some(&b'.') {
-        let frac_end = run(i + 1);
-        if frac_end == i + 1 {
-            return None;
-        }
-        i = frac_end;
-    }
-    if matches!(s.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        i += matches!(s.get(i), Some(b'-' | b'+')) as usize;
-        let exp_end = run(i);
-        if exp_end == i {
-            return None;
-        }
-        i = exp_end;
-    }
-    Some(i)
+fn slow(number: &[u8]) -> Option<f32> {
+    fast_float2::parse::<f32, _>(number).ok()
 }
 
 #[cfg(test)]
@@ -184,7 +151,7 @@ mod tests {
             // Doubles (17 digits) and f32 values widened, as numpy clients send them.
             for t in [x.to_string(), (x as f32 as f64).to_string(), format!("{x:e}")] {
                 assert_eq!(parsed(&t).to_bits(), reference(&t).to_bits(), "{t}");
-                fast += scan(t.as_bytes(), 0).is_some() as usize;
+                fast += scan(t.as_bytes(), 0).is_some_and(|(v, _)| v.is_some()) as usize;
             }
         }
         // The rest are tiny values that Rust prints without an exponent (10^q beyond 10^-22).
