@@ -91,6 +91,9 @@ pub enum RunError {
     Stale,
     /// The request does not fit the model (a caller bug, never user input).
     Rejected(String),
+    /// The compute slots were closed. Nothing closes them yet; a graceful stop that does
+    /// should answer 503 (retry elsewhere), as before the in-process path existed, not 500.
+    ShuttingDown,
     /// The model could not be loaded or run; details are logged, not returned.
     Failed(&'static str),
 }
@@ -101,6 +104,7 @@ impl RunError {
             RunError::Busy => reply(StatusCode::TOO_MANY_REQUESTS, "queue full"),
             RunError::Stale => reply(StatusCode::CONFLICT, "checkpoint superseded"),
             RunError::Rejected(m) => reply(StatusCode::BAD_REQUEST, m),
+            RunError::ShuttingDown => reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
             RunError::Failed(m) => reply(StatusCode::INTERNAL_SERVER_ERROR, m),
         }
     }
@@ -109,7 +113,8 @@ impl RunError {
 impl From<RunError> for SidecarError {
     fn from(e: RunError) -> Self {
         match e {
-            RunError::Busy => SidecarError::Busy,
+            // Over HTTP the client reads 503 as busy too: another sidecar may take the retry.
+            RunError::Busy | RunError::ShuttingDown => SidecarError::Busy,
             RunError::Stale => SidecarError::Stale,
             RunError::Rejected(m) => SidecarError::Rejected(m),
             RunError::Failed(m) => SidecarError::Unavailable(m.into()),
@@ -168,7 +173,7 @@ impl ServerState {
             return Err(RunError::Rejected("model shape does not match".into()));
         }
         let Ok(_slot) = self.compute.acquire().await else {
-            return Err(RunError::Failed("shutting down"));
+            return Err(RunError::ShuttingDown);
         };
         let device = self.device.clone();
         let in_size = model.in_size as usize;
