@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 
+use crate::activation::{bias_activate, Activation};
+
 /// How many members an ensemble has.
 pub const MEMBERS: usize = 4;
 
@@ -173,10 +175,12 @@ impl Mlp {
         let n = self.weights.len();
         let mut h = x.clone();
         for (i, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
-            h = h.matmul(w)?.broadcast_add(b)?;
-            if i + 1 < n {
-                h = activate(&h, i, n)?;
-            }
+            let act = match n - i {
+                1 => Activation::Identity,
+                2 => Activation::Tanh,
+                _ => Activation::Silu,
+            };
+            h = bias_activate(h.matmul(w)?, b, act)?;
         }
         Ok(h)
     }

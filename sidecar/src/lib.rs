@@ -1,6 +1,7 @@
 //! The maas sidecar: SGT ensembles trained and served with candle, behind a small hyper server.
 //! `maas` runs it in-process; in AWS it runs as a long-lived service next to the Lambdas.
 
+pub mod activation;
 pub mod cache;
 pub mod ensemble;
 pub mod server;
