@@ -189,6 +189,11 @@ impl Mlp {
         self.weights[0].dim(0).unwrap_or(0)
     }
 
+    /// Multiply-adds one input row costs.
+    pub fn macs_per_row(&self) -> usize {
+        self.weights.iter().map(|w| w.elem_count()).sum()
+    }
+
     pub fn out_size(&self) -> usize {
         self.weights.last().and_then(|w| w.dim(1).ok()).unwrap_or(0)
     }

@@ -11,7 +11,7 @@ use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
 use crate::credentials;
-use crate::http::{ok, parse_json, SgtBody, SgtError, SgtJson};
+use crate::http::{ok, ok_sized, parse_json, SgtBody, SgtError, SgtJson};
 use crate::state::AppState;
 
 type Reply = Result<Response, SgtError>;
@@ -270,7 +270,11 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
     if out.len() != n * out_size {
         return Err(SgtError::internal("sidecar returned the wrong number of outputs"));
     }
-    Ok(ok(out.chunks(out_size).collect::<Vec<_>>()))
+    // A shortest-repr f32 and its comma take at most 16 bytes; most take 11 or 12.
+    Ok(ok_sized(
+        out.chunks(out_size).collect::<Vec<_>>(),
+        out.len() * 12 + n * 2 + 2,
+    ))
 }
 
 pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJson<UploadTrainData>) -> Reply {
