@@ -93,20 +93,19 @@ impl Gateway {
             Some(k) if !k.is_empty() => k.clone(),
             _ => stored_system_key(&config.data_dir)?,
         };
-        let (sidecar, url, secret) = match (&config.sidecar_url, &config.sidecar_secret) {
-            (Some(url), Some(secret)) => (None, url.clone(), secret.clone()),
+        let (sidecar, client) = match (&config.sidecar_url, &config.sidecar_secret) {
+            (Some(url), Some(secret)) => (None, SidecarClient::new(url, secret)),
             (Some(_), None) => anyhow::bail!("--sidecar-url needs --sidecar-secret"),
             _ => {
-                let secret = random_token();
-                let mut cfg = SidecarConfig::new(secret.clone());
+                // No listener: the gateway calls it directly, so nothing checks this secret.
+                let mut cfg = SidecarConfig::new(random_token());
                 cfg.queue = config.sidecar_queue;
                 cfg.worker.lease = Duration::from_secs(config.lease_secs);
                 cfg.worker.slice = Duration::from_secs_f64(config.checkpoint_secs.clamp(0.05, 600.0));
                 cfg.worker.train.window = config.train_patience_steps.max(1);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let sidecar = Sidecar::start(&stores, listener, cfg).await?;
-                let url = format!("http://{}", sidecar.addr);
-                (Some(sidecar), url, secret)
+                let sidecar = Sidecar::start(&stores, None, cfg).await?;
+                let client = SidecarClient::in_process(sidecar.compute.clone());
+                (Some(sidecar), client)
             }
         };
         let mut identity = config.identity.clone();
@@ -115,16 +114,12 @@ impl Gateway {
         }
         let api = ApiConfig {
             store: config.store_config(),
-            sidecar_url: url,
-            sidecar_secret: secret,
+            sidecar: client,
             system_key: system_key.clone(),
             body_limit: config.body_limit,
             identity,
         };
-        let mut state = AppState::new(&stores, &api).await?;
-        if let Some(s) = &sidecar {
-            state.sidecar = SidecarClient::in_process(s.compute.clone());
-        }
+        let state = AppState::new(&stores, &api).await?;
         let health = state.sidecar.clone();
         let app = maas_functions::router(state, ROUTES.iter()).route("/health", get(health_check).with_state(health));
         let listener = tokio::net::TcpListener::bind(&config.addr)

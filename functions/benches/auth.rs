@@ -40,8 +40,7 @@ async fn fixture(dir: &std::path::Path) -> Fixture {
     let stores = Stores::open(&store).await.unwrap();
     let config = ApiConfig {
         store,
-        sidecar_url: "http://127.0.0.1:9".into(),
-        sidecar_secret: "unused".into(),
+        sidecar: maas_sidecar_client::SidecarClient::new("http://127.0.0.1:9", "unused"),
         system_key: "unused".into(),
         body_limit: 1 << 20,
         identity: IdentityArgs {

@@ -1,5 +1,6 @@
 //! Settings shared by the Lambda functions and the local gateway, read from the environment.
 
+use maas_sidecar_client::SidecarClient;
 use maas_store::StoreConfig;
 
 use crate::v1::limits::{Limit, RateLimits};
@@ -99,8 +100,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     pub store: StoreConfig,
-    pub sidecar_url: String,
-    pub sidecar_secret: String,
+    /// Where run requests go: a remote sidecar over HTTP (Lambda), or `maas`'s own.
+    pub sidecar: SidecarClient,
     pub system_key: String,
     pub body_limit: usize,
     pub identity: IdentityArgs,
@@ -125,8 +126,7 @@ impl ApiConfig {
         };
         Ok(ApiConfig {
             store,
-            sidecar_url: required("MAAS_SIDECAR_URL")?,
-            sidecar_secret: required("MAAS_SIDECAR_SECRET")?,
+            sidecar: SidecarClient::new(&required("MAAS_SIDECAR_URL")?, &required("MAAS_SIDECAR_SECRET")?),
             system_key: required("MAAS_SYSTEM_KEY")?,
             body_limit: match var("MAAS_BODY_LIMIT") {
                 Some(v) => v

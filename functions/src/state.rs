@@ -26,7 +26,7 @@ impl AppState {
     pub async fn new(stores: &Stores, config: &ApiConfig) -> anyhow::Result<Self> {
         let state = AppState {
             repo: SgtRepo::new(stores),
-            sidecar: SidecarClient::new(&config.sidecar_url, &config.sidecar_secret),
+            sidecar: config.sidecar.clone(),
             verifier: Arc::new(SecretVerifier::default()),
             system_key: config.system_key.as_str().into(),
             body_limit: config.body_limit,

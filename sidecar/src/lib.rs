@@ -80,15 +80,17 @@ pub fn device() -> Device {
 
 /// A running sidecar. Dropping it does not stop it; abort the tasks to do that.
 pub struct Sidecar {
-    pub addr: SocketAddr,
+    /// Where it serves HTTP; `None` when it was started without a listener.
+    pub addr: Option<SocketAddr>,
     /// The run path without HTTP, for a gateway in the same process.
     pub compute: Arc<server::ServerState>,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Sidecar {
-    /// Serves on `listener` and starts the training workers.
-    pub async fn start(stores: &Stores, listener: TcpListener, cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
+    /// Starts the training workers, and serves HTTP on `listener` when there is one (a gateway
+    /// in the same process calls [`Sidecar::compute`] instead).
+    pub async fn start(stores: &Stores, listener: Option<TcpListener>, cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
         let device = device();
         let cache = Arc::new(cache::ModelCache::new(cfg.cache_models, device.clone()));
         let state = Arc::new(server::ServerState {
@@ -99,8 +101,11 @@ impl Sidecar {
             admitted: Arc::new(Semaphore::new(cfg.queue)),
             compute: Arc::new(Semaphore::new(cfg.compute.max(1))),
         });
-        let addr = listener.local_addr()?;
-        let mut tasks = vec![tokio::spawn(server::serve(listener, state.clone()))];
+        let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let mut tasks: Vec<_> = listener
+            .map(|l| tokio::spawn(server::serve(l, state.clone())))
+            .into_iter()
+            .collect();
         let instance = uuid::Uuid::new_v4().simple().to_string();
         for i in 0..cfg.trainers {
             let w = worker::Worker {

@@ -54,8 +54,9 @@ async fn run() -> anyhow::Result<()> {
     cfg.worker.train.window = args.train_patience_steps.max(1);
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
-    let sidecar = maas_sidecar::Sidecar::start(&stores, listener, cfg).await?;
-    tracing::info!(addr = %sidecar.addr, "sidecar listening");
+    let addr = listener.local_addr()?;
+    let sidecar = maas_sidecar::Sidecar::start(&stores, Some(listener), cfg).await?;
+    tracing::info!(%addr, "sidecar listening");
     tokio::signal::ctrl_c().await?;
     sidecar.stop();
     Ok(())

@@ -15,13 +15,13 @@ async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = SidecarConfig::new("right-secret");
     cfg.queue = queue;
-    (Sidecar::start(&stores, listener, cfg).await.unwrap(), dir)
+    (Sidecar::start(&stores, Some(listener), cfg).await.unwrap(), dir)
 }
 
 /// The same sidecar over HTTP and in process.
 fn clients(sidecar: &Sidecar) -> [SidecarClient; 2] {
     [
-        SidecarClient::new(&format!("http://{}", sidecar.addr), "right-secret"),
+        SidecarClient::new(&format!("http://{}", sidecar.addr.unwrap()), "right-secret"),
         SidecarClient::in_process(sidecar.compute.clone()),
     ]
 }
@@ -72,7 +72,7 @@ async fn runs_answer_one_output_row_per_input_row() {
 #[tokio::test]
 async fn a_wrong_secret_is_refused_but_health_needs_none() {
     let (sidecar, _dir) = start(8).await;
-    let client = SidecarClient::new(&format!("http://{}", sidecar.addr), "wrong-secret");
+    let client = SidecarClient::new(&format!("http://{}", sidecar.addr.unwrap()), "wrong-secret");
     client.health().await.unwrap();
     assert!(
         matches!(client.run(&model(2, 1), &[0.0, 0.0]).await, Err(SidecarError::Rejected(m)) if m.contains("secret"))

@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use maas_functions::config::ApiConfig;
 use maas_functions::{routes, AppState};
 use maas_sidecar::{Sidecar, SidecarConfig};
+use maas_sidecar_client::SidecarClient;
 use maas_store::{StoreConfig, Stores};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -37,7 +38,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     };
     let stores = Stores::open(&store).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sidecar = Sidecar::start(&stores, listener, SidecarConfig::new("events-secret"))
+    let sidecar = Sidecar::start(&stores, Some(listener), SidecarConfig::new("events-secret"))
         .await
         .unwrap();
     // The OAuth sample signs in through a provider served here, with the event's code.
@@ -48,8 +49,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     );
     let config = ApiConfig {
         store,
-        sidecar_url: format!("http://{}", sidecar.addr),
-        sidecar_secret: "events-secret".into(),
+        sidecar: SidecarClient::new(&format!("http://{}", sidecar.addr.unwrap()), "events-secret"),
         system_key: "demo-system-key".into(),
         body_limit: 1 << 20,
         identity: maas_functions::config::IdentityArgs {

@@ -53,6 +53,16 @@ struct HttpSidecar {
     http: reqwest::Client,
 }
 
+/// Names the transport and address, never the secret.
+impl std::fmt::Debug for SidecarClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.transport {
+            Transport::Http(h) => write!(f, "SidecarClient(http {})", h.base),
+            Transport::InProcess(_) => write!(f, "SidecarClient(in process)"),
+        }
+    }
+}
+
 impl SidecarClient {
     /// A sidecar reached over HTTP at `base_url`, presenting `secret`.
     pub fn new(base_url: &str, secret: &str) -> Self {
