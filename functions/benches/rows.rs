@@ -1,11 +1,13 @@
 //! What reading `run_sgt_model`'s `data` costs: 1024 rows x 64 numbers, as Python clients send
 //! them (the shortest repr of each value, about 17 digits, and 2-decimal numbers). The baseline,
 //! measured in the same run, is serde_json reading the same text into `Vec<Vec<f32>>`.
-//! `cargo bench -p maas-functions --bench rows`; figures in BENCHMARKS.md.
+//! Also what writing the answer costs. `cargo bench -p maas-functions --bench rows`; figures in
+//! BENCHMARKS.md.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use maas_functions::sgt::answer::rows_json;
 use maas_functions::sgt::rows::split_data;
 
 fn body(decimals: Option<i32>) -> Vec<u8> {
@@ -45,5 +47,23 @@ fn rows(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, rows);
+/// Writing a run answer: 1024 rows x 8 outputs of a tanh-bounded model, against serde_json
+/// writing the same rows (what the handler did before).
+fn answer(c: &mut Criterion) {
+    let mut s = 9u64;
+    let values: Vec<f32> = (0..1024 * 8)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 1.8 - 0.9
+        })
+        .collect();
+    let mut g = c.benchmark_group("answer 1024x8");
+    g.bench_function("rows_json", |b| b.iter(|| rows_json(black_box(&values), 8)));
+    g.bench_function("serde_json (baseline)", |b| {
+        b.iter(|| serde_json::to_vec(&black_box(&values).chunks(8).collect::<Vec<_>>()).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rows, answer);
 criterion_main!(benches);

@@ -134,18 +134,13 @@ pub fn ok<T: Serialize>(value: T) -> Response {
     axum::Json(value).into_response()
 }
 
-/// [`ok`] for big answers, written into a buffer of about the right size: axum's starts at
-/// 128 bytes, and doubling it up to a run answer's ~100 KB copied the answer about twice over.
-pub fn ok_sized<T: Serialize>(value: T, capacity: usize) -> Response {
-    let mut buf = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut buf, &value) {
-        Ok(()) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            buf,
-        )
-            .into_response(),
-        Err(e) => SgtError::internal(e).into_response(),
-    }
+/// A 200 answer whose JSON text is already written.
+pub fn json_bytes(json: Vec<u8>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json,
+    )
+        .into_response()
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

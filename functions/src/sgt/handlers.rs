@@ -7,11 +7,12 @@ use maas_store::records::sgt::{AppendError, SgtModel};
 use maas_store::StoreError;
 use subtle::ConstantTimeEq;
 
+use super::answer::rows_json;
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
 use crate::credentials;
-use crate::http::{ok, ok_sized, parse_json, SgtBody, SgtError, SgtJson};
+use crate::http::{json_bytes, ok, parse_json, SgtBody, SgtError, SgtJson};
 use crate::state::AppState;
 
 type Reply = Result<Response, SgtError>;
@@ -270,11 +271,7 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
     if out.len() != n * out_size {
         return Err(SgtError::internal("sidecar returned the wrong number of outputs"));
     }
-    // A shortest-repr f32 and its comma take at most 16 bytes; most take 11 or 12.
-    Ok(ok_sized(
-        out.chunks(out_size).collect::<Vec<_>>(),
-        out.len() * 12 + n * 2 + 2,
-    ))
+    Ok(json_bytes(rows_json(&out, out_size)))
 }
 
 pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJson<UploadTrainData>) -> Reply {

@@ -1,6 +1,7 @@
 //! The SGT API (seed 000): 11 POST endpoints with JSON bodies, raw JSON results and
 //! `{"exception", "message"}` failures.
 
+pub mod answer;
 pub mod handlers;
 pub mod number;
 pub mod requests;
