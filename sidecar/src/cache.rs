@@ -64,7 +64,7 @@ impl ModelCache {
         let loaded = match &model.checkpoint {
             None => self.initial(model),
             Some(ck) => match blobs.get(&ck.blob).await {
-                Ok(Some(bytes)) => self.from_checkpoint(model, &bytes),
+                Ok(Some(bytes)) => self.load_checkpoint(model, &bytes),
                 // The checkpoint was superseded and removed after the caller read it: serve
                 // the newest network we have, if any.
                 Ok(None) => return cached.map(|(_, m)| m).ok_or(LoadError::Stale),
@@ -82,7 +82,7 @@ impl ModelCache {
         ens.member(0).map_err(failed)
     }
 
-    fn from_checkpoint(&self, model: &ModelRef, bytes: &[u8]) -> Result<Mlp, LoadError> {
+    fn load_checkpoint(&self, model: &ModelRef, bytes: &[u8]) -> Result<Mlp, LoadError> {
         let ck = decode_checkpoint(bytes, &self.device).map_err(failed)?;
         let widths = std_widths(model.in_size as usize, model.out_size as usize);
         if ck.widths != widths {

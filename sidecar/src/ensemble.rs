@@ -240,7 +240,7 @@ mod tests {
         let x: Vec<f32> = (0..4 * 5).map(|i| ((i * 37 % 17) as f32 / 8.0) - 1.0).collect();
         let xt = Tensor::from_vec(x.clone(), (4, 5), &dev).unwrap();
         let out: Vec<Vec<Vec<f32>>> = ens.forward(&xt).unwrap().to_vec3().unwrap();
-        for k in 0..3 {
+        for (k, batched) in out.iter().enumerate() {
             let ws: Vec<Vec<Vec<f32>>> = ens
                 .weights
                 .iter()
@@ -255,7 +255,7 @@ mod tests {
             for r in 0..4 {
                 let expected = reference_forward(&ws, &bs, &x[r * 5..r * 5 + 5]);
                 for j in 0..3 {
-                    assert!((out[k][r][j] as f64 - expected[j]).abs() < 1e-5, "member {k} row {r}");
+                    assert!((batched[r][j] as f64 - expected[j]).abs() < 1e-5, "member {k} row {r}");
                     assert!(
                         (single[r][j] as f64 - expected[j]).abs() < 1e-5,
                         "single member {k} row {r}"

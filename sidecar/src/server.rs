@@ -149,7 +149,7 @@ impl Compute for ServerState {
             return Err(SidecarError::Busy);
         };
         let width = (model.in_size as usize).max(1);
-        if rows.len() % width != 0 {
+        if !rows.len().is_multiple_of(width) {
             return Err(SidecarError::Rejected(
                 "rows do not match the model's input size".into(),
             ));

@@ -191,7 +191,7 @@ impl Trainer {
         let grads = self.ens.member_losses(&bx, &by)?.sum_all()?.backward()?;
         self.adam.step(&grads, self.lr())?;
         self.step += 1;
-        if self.step % self.cfg.eval_every == 0 {
+        if self.step.is_multiple_of(self.cfg.eval_every) {
             self.evaluate()?;
         }
         Ok(())

@@ -123,8 +123,11 @@ const ROLE_TTL: Duration = Duration::from_secs(5);
 /// Resolves role names to permissions, remembering roles briefly.
 #[derive(Default)]
 pub struct RoleCache {
-    roles: Mutex<HashMap<String, (Instant, Option<Vec<String>>)>>,
+    roles: Mutex<HashMap<String, Remembered>>,
 }
+
+/// When a role was read, and its permissions (`None`: no such role).
+type Remembered = (Instant, Option<Vec<String>>);
 
 impl RoleCache {
     pub async fn grants(&self, repo: &IdentityRepo, roles: &[String]) -> Result<Grants, maas_store::StoreError> {

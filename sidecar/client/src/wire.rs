@@ -66,7 +66,7 @@ pub fn encode_f32(values: &[f32]) -> Vec<u8> {
 }
 
 pub fn decode_f32(bytes: &[u8]) -> Result<Vec<f32>, String> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err("f32 payload is not a multiple of 4 bytes".into());
     }
     Ok(bytes
