@@ -15,18 +15,34 @@ pub enum Activation {
     Identity,
 }
 
+impl Activation {
+    /// What follows linear layer `layer` of `layers`: SiLU between layers, Tanh before the
+    /// last one, nothing after it.
+    pub fn after(layer: usize, layers: usize) -> Activation {
+        match layers - layer {
+            1 => Activation::Identity,
+            2 => Activation::Tanh,
+            _ => Activation::Silu,
+        }
+    }
+
+    /// The activation as candle's own ops, which carry gradients.
+    pub fn apply(self, h: Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Silu => h.silu(),
+            Activation::Tanh => h.tanh(),
+            Activation::Identity => Ok(h),
+        }
+    }
+}
+
 /// `act(h + bias)` for `h: [B, N]` and `bias: [N]`, reusing `h`'s buffer on CPU.
 pub fn bias_activate(h: Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
     if h.device().is_cpu() && h.is_contiguous() && bias.is_contiguous() {
         h.inplace_op2(bias, &BiasActivation(act))?;
         return Ok(h);
     }
-    let h = h.broadcast_add(bias)?;
-    match act {
-        Activation::Silu => h.silu(),
-        Activation::Tanh => h.tanh(),
-        Activation::Identity => Ok(h),
-    }
+    act.apply(h.broadcast_add(bias)?)
 }
 
 struct BiasActivation(Activation);
@@ -217,12 +233,18 @@ mod tests {
     }
 
     #[test]
-    fn the_fused_step_matches_candle_ops_on_cpu() {
+    fn the_fused_step_and_its_fallback_match_candle_ops_on_cpu() {
         let dev = Device::Cpu;
         let h: Vec<f32> = (0..7 * 5).map(|i| ((i * 29 % 23) as f32 - 11.0) / 3.0).collect();
         let bias = Tensor::new(&[0.5f32, -1.0, 0.0, 2.0, -0.25], &dev).unwrap();
-        for act in [Activation::Silu, Activation::Tanh, Activation::Identity] {
-            let t = Tensor::from_vec(h.clone(), (7, 5), &dev).unwrap();
+        let contiguous = Tensor::from_vec(h.clone(), (7, 5), &dev).unwrap();
+        // A transposed view is not contiguous, so it takes the candle-ops path other devices use.
+        let strided = Tensor::from_vec(h, (5, 7), &dev).unwrap().t().unwrap();
+        assert!(!strided.is_contiguous());
+        for (act, t) in [Activation::Silu, Activation::Tanh, Activation::Identity]
+            .into_iter()
+            .flat_map(|a| [(a, contiguous.copy().unwrap()), (a, strided.clone())])
+        {
             let plain = t.broadcast_add(&bias).unwrap();
             let want = match act {
                 Activation::Silu => plain.silu(),
@@ -273,5 +295,13 @@ mod tests {
         let t = Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap();
         let bias = Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap();
         assert!(bias_activate(t, &bias, Activation::Silu).is_err());
+    }
+
+    #[test]
+    fn silu_sits_between_layers_tanh_before_the_last_and_nothing_after_it() {
+        let acts: Vec<Activation> = (0..4).map(|i| Activation::after(i, 4)).collect();
+        use Activation::*;
+        assert_eq!(acts, [Silu, Silu, Tanh, Identity]);
+        assert_eq!(Activation::after(0, 1), Identity);
     }
 }

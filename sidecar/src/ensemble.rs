@@ -32,15 +32,6 @@ pub fn std_widths(in_size: usize, out_size: usize) -> Vec<usize> {
     widths
 }
 
-/// Applies the activation that follows linear layer `i` of `n` layers.
-fn activate(x: &Tensor, i: usize, n: usize) -> Result<Tensor> {
-    if i + 2 == n {
-        x.tanh()
-    } else {
-        x.silu()
-    }
-}
-
 /// The trainable ensemble: layer `l` has weights `[K, in_l, out_l]` and biases `[K, 1, out_l]`.
 pub struct Ensemble {
     pub widths: Vec<usize>,
@@ -82,10 +73,7 @@ impl Ensemble {
         let mut h = x.unsqueeze(0)?.broadcast_as((self.members(), b, d))?.contiguous()?;
         let n = self.weights.len();
         for (i, (w, bias)) in self.weights.iter().zip(&self.biases).enumerate() {
-            h = h.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?;
-            if i + 1 < n {
-                h = activate(&h, i, n)?;
-            }
+            h = Activation::after(i, n).apply(h.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?)?;
         }
         Ok(h)
     }
@@ -175,12 +163,7 @@ impl Mlp {
         let n = self.weights.len();
         let mut h = x.clone();
         for (i, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
-            let act = match n - i {
-                1 => Activation::Identity,
-                2 => Activation::Tanh,
-                _ => Activation::Silu,
-            };
-            h = bias_activate(h.matmul(w)?, b, act)?;
+            h = bias_activate(h.matmul(w)?, b, Activation::after(i, n))?;
         }
         Ok(h)
     }
