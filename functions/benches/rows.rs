@@ -1,6 +1,7 @@
 //! What reading `run_sgt_model`'s `data` costs: 1024 rows x 64 numbers, as Python clients send
 //! them (the shortest repr of each value, about 17 digits, and 2-decimal numbers). The baseline,
-//! measured in the same run, is serde_json reading the same text into `Vec<Vec<f32>>`.
+//! measured in the same run, is serde_json reading the same text into `Vec<Vec<f32>>`; the
+//! portable (bytewise) reader is measured beside the AVX2 one.
 //! Also what writing the answer costs. `cargo bench -p maas-functions --bench rows`; figures in
 //! BENCHMARKS.md.
 
@@ -8,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use maas_functions::sgt::answer::rows_json;
-use maas_functions::sgt::rows::split_data;
+use maas_functions::sgt::rows::{parse_rows_portably, parse_rows_prefix, split_data};
 
 fn body(decimals: Option<i32>) -> Vec<u8> {
     let mut s = 42u64;
@@ -39,6 +40,12 @@ fn rows(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_function("split_data", |b| {
             b.iter(|| split_data(black_box(&text), 1 << 20).unwrap().unwrap())
+        });
+        g.bench_function("parse_rows_prefix (AVX2 where the CPU has it)", |b| {
+            b.iter(|| parse_rows_prefix(black_box(&data_only), None, 1 << 20).unwrap())
+        });
+        g.bench_function("parse_rows_portably", |b| {
+            b.iter(|| parse_rows_portably(black_box(&data_only), None, 1 << 20).unwrap())
         });
         g.bench_function("serde_json Vec<Vec<f32>> (baseline)", |b| {
             b.iter(|| serde_json::from_slice::<Vec<Vec<f32>>>(black_box(&data_only)).unwrap())

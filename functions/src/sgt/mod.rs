@@ -6,3 +6,5 @@ pub mod handlers;
 pub mod number;
 pub mod requests;
 pub mod rows;
+#[cfg(target_arch = "x86_64")]
+mod rows_avx2;

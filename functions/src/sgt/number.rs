@@ -56,14 +56,14 @@ fn scan(s: &[u8], mut i: usize) -> Option<(Option<f32>, usize)> {
         q += exp;
         i = end;
     }
-    let v = fits.then(|| round(w, q)).flatten();
-    Some((v.map(|v| if negative { -v } else { v }), i))
+    Some((fits.then(|| round(w, q, negative)).flatten(), i))
 }
 
 /// Reads decimal digits into `w`, a byte at a time. Eight-byte SWAR steps were tried (on every
 /// chunk, on all-digit chunks only, after eight digits): none beat this loop on both short
-/// decimals and 17-digit doubles in `--bench rows`, because what bounds the parse is the chain
-/// from one number's end to the next number's start, and predicted branches shorten it best.
+/// decimals and 17-digit doubles in `--bench rows`, because what bounds a bytewise parse is the
+/// chain from one number's end to the next number's start, and predicted branches shorten it
+/// best. `rows_avx2` breaks that chain instead, by finding every number's start first.
 /// Wraps on overflow; the caller discards `w` when there were more than [`MAX_DIGITS`].
 fn digits(s: &[u8], mut i: usize, w: &mut u64) -> usize {
     while let Some(d) = s.get(i).map(|b| b.wrapping_sub(b'0')).filter(|d| *d < 10) {
@@ -80,7 +80,7 @@ fn significant_digits(text: &[u8]) -> usize {
 }
 
 /// `[+-]digits` after an exponent marker, saturated far beyond any finite `f32`.
-fn exponent(s: &[u8], mut i: usize) -> Option<(i64, usize)> {
+pub(super) fn exponent(s: &[u8], mut i: usize) -> Option<(i64, usize)> {
     let negative = s.get(i) == Some(&b'-');
     i += matches!(s.get(i), Some(b'-' | b'+')) as usize;
     let start = i;
@@ -92,22 +92,27 @@ fn exponent(s: &[u8], mut i: usize) -> Option<(i64, usize)> {
     (i > start).then_some((if negative { -e } else { e }, i))
 }
 
-/// The `f32` nearest `w * 10^q`, when one multiplication decides it; `None` otherwise.
+/// The `f32` nearest `±w * 10^q`, when one multiplication decides it; `None` otherwise.
+#[inline(always)]
+pub(super) fn round(w: u64, q: i64, negative: bool) -> Option<f32> {
+    scale(w as f64, q, negative)
+}
+
+/// [`round`] for a `w` already converted, exactly or to the nearest `f64`.
 ///
 /// `w as f64 * 10^q` in f64 is within 1.5 ulp of the exact value: 0.5 for `w` past 2^53, 0.5
 /// for 10^q when q < 0, 0.5 for the product. Rounding that to f32 is correct unless the exact
 /// value and the f64 result could lie either side of an f32 rounding boundary, i.e. the 29 bits
 /// that f32 drops are within a few ulp of 100...0. Those few inputs, and anything below f32's
 /// normal range, go to fast-float. (A multiply, not Clinger's exact division: the division's
-/// latency was a fifth of the whole parse.)
-fn round(w: u64, q: i64) -> Option<f32> {
-    if w == 0 {
-        return Some(0.0);
-    }
+/// latency was a fifth of the whole parse.) The sign goes on 10^q, without a branch and off
+/// the digits' critical path: client data's signs are as good as random.
+#[inline(always)]
+pub(super) fn scale(wide: f64, q: i64, negative: bool) -> Option<f32> {
     let p = *POW10.get(usize::try_from(q + 22).ok()?)?;
-    let r = w as f64 * p;
+    let r = wide * f64::from_bits(p.to_bits() | (negative as u64) << 63);
     let dropped = r.to_bits() & ((1 << 29) - 1);
-    if dropped.abs_diff(1 << 28) <= 4 || r < f32::MIN_POSITIVE as f64 {
+    if dropped.abs_diff(1 << 28) <= 4 || (r.abs() < f32::MIN_POSITIVE as f64 && wide != 0.0) {
         return None;
     }
     Some(r as f32)
@@ -118,7 +123,7 @@ fn round(w: u64, q: i64) -> Option<f32> {
 /// JSON (`inf`, `+1`, `.5`), which is why it only sees text that `scan` checked.
 #[cold]
 #[inline(never)]
-fn slow(number: &[u8]) -> Option<f32> {
+pub(super) fn slow(number: &[u8]) -> Option<f32> {
     fast_float2::parse::<f32, _>(number).ok()
 }
 
