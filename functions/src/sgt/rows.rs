@@ -2,8 +2,8 @@
 //! numbers. Going through serde cost about 3 ms of CPU per 1024 x 64 request (one visitor call
 //! and one `Vec` per row); this reads the raw JSON text straight into one row-major `Vec<f32>`,
 //! checking row widths on the way. Numbers are read by [`super::number`] (correctly rounded).
-//! On CPUs with AVX2, [`super::rows_avx2`] reads well-formed rows first (1.8x faster on
-//! 17-digit numbers); this reader is the reference it is tested against, and the one that
+//! On CPUs with AVX2, [`super::rows_avx2`] reads well-formed rows of long numbers first (1.4x
+//! faster on 17-digit numbers); this reader is the reference it is tested against, and the one that
 //! words every error.
 
 use super::number::parse_f32;
@@ -22,11 +22,18 @@ struct Cursor<'a> {
     i: usize,
 }
 
+/// Where the JSON whitespace at `s[i..]` ends.
+#[inline(always)]
+pub(super) fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && matches!(s[i], b' ' | b'\n' | b'\r' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
 impl Cursor<'_> {
     fn skip_ws(&mut self) {
-        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\n' | b'\r' | b'\t') {
-            self.i += 1;
-        }
+        self.i = skip_ws(self.s, self.i);
     }
 
     /// The next non-space byte, consumed.
@@ -91,7 +98,7 @@ pub fn parse_rows_prefix(json: &[u8], width: Option<usize>, max_values: usize) -
 /// Whether the numbers at the start of `json` average 10 bytes or more. The AVX2 reader costs
 /// the same for every number (10 ns on the benchmark machine); the bytewise one grows with the
 /// digits (7 ns for 2-decimal numbers, 16 ns for 17 digits). They break even near 10 bytes.
-pub fn numbers_are_long(json: &[u8]) -> bool {
+fn numbers_are_long(json: &[u8]) -> bool {
     let head = &json[..json.len().min(1024)];
     let numbers = 1 + head.iter().filter(|b| **b == b',').count();
     head.len() >= 10 * numbers
@@ -135,22 +142,7 @@ pub fn parse_rows_portably(json: &[u8], width: Option<usize>, max_values: usize)
                 }
             }
         }
-        let n = out.len() - start;
-        let w = *width.get_or_insert(n);
-        if n != w {
-            return Err(RowsError::Shape(format!(
-                "data row {rows} has {n} values, expected {w}"
-            )));
-        }
-        if out[start..].iter().any(|v| !v.is_finite()) {
-            return Err(RowsError::Shape(format!("data row {rows} holds a number out of range")));
-        }
-        if out.len() > max_values {
-            return Err(RowsError::Shape(format!(
-                "at most {} rows per request for this model",
-                max_values / w.max(1)
-            )));
-        }
+        close_row(&out, start, rows, &mut width, max_values)?;
         rows += 1;
         match c.next() {
             Some(b',') => continue,
@@ -167,6 +159,32 @@ pub fn parse_rows_portably(json: &[u8], width: Option<usize>, max_values: usize)
             _ => return Err(c.malformed("expected ',' or ']'")),
         }
     }
+}
+
+/// Checks row number `row`, the values from `start` on, once it has ended: as wide as the first
+/// row (or `width`), finite, and within `max_values` in all. Both readers call it.
+pub(super) fn close_row(
+    out: &[f32],
+    start: usize,
+    row: usize,
+    width: &mut Option<usize>,
+    max_values: usize,
+) -> Result<(), RowsError> {
+    let n = out.len() - start;
+    let w = *width.get_or_insert(n);
+    if n != w {
+        return Err(RowsError::Shape(format!("data row {row} has {n} values, expected {w}")));
+    }
+    if out[start..].iter().any(|v| !v.is_finite()) {
+        return Err(RowsError::Shape(format!("data row {row} holds a number out of range")));
+    }
+    if out.len() > max_values {
+        return Err(RowsError::Shape(format!(
+            "at most {} rows per request for this model",
+            max_values / w.max(1)
+        )));
+    }
+    Ok(())
 }
 
 /// Finds the top-level `"data": [...]` of a run request and parses it in the same pass. Returns

@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::number::{exponent, parse_f32, scale, slow};
-use super::rows::Rows;
+use super::rows::{close_row, skip_ws, Rows};
 
 /// The rows array at the start of `json` and the bytes it used, when it is well formed and every
 /// row is `width` wide (or, with `None`, as wide as the first); `None` otherwise, or when this CPU
@@ -60,12 +60,12 @@ fn read(s: &[u8], width: Option<usize>, max_values: usize) -> Option<(Rows, usiz
             expect = match gap(s, end)? {
                 Gap::Next(i) => i,
                 Gap::Row(i) => {
-                    close_row(&out, row_start, &mut width, max_values)?;
+                    close_row(&out, row_start, rows, &mut width, max_values).ok()?;
                     (rows, row_start) = (rows + 1, out.len());
                     i
                 }
                 Gap::End(i) => {
-                    close_row(&out, row_start, &mut width, max_values)?;
+                    close_row(&out, row_start, rows, &mut width, max_values).ok()?;
                     let width = width.unwrap_or(0);
                     return Some((
                         Rows {
@@ -84,39 +84,24 @@ fn read(s: &[u8], width: Option<usize>, max_values: usize) -> Option<(Rows, usiz
 
 /// `[[` with any whitespace: where the first number must start.
 fn open(s: &[u8]) -> Option<usize> {
-    let i = ws(s, 0);
+    let i = skip_ws(s, 0);
     (s.get(i) == Some(&b'[')).then_some(())?;
-    let i = ws(s, i + 1);
-    (s.get(i) == Some(&b'[')).then(|| ws(s, i + 1))
-}
-
-/// A row that ended is as wide as the others, finite, and within the limit.
-fn close_row(out: &[f32], row_start: usize, width: &mut Option<usize>, max_values: usize) -> Option<()> {
-    let n = out.len() - row_start;
-    let fits = n == *width.get_or_insert(n) && out.len() <= max_values;
-    (fits && out[row_start..].iter().all(|v| v.is_finite())).then_some(())
-}
-
-#[inline(always)]
-fn ws(s: &[u8], mut i: usize) -> usize {
-    while matches!(s.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-        i += 1;
-    }
-    i
+    let i = skip_ws(s, i + 1);
+    (s.get(i) == Some(&b'[')).then(|| skip_ws(s, i + 1))
 }
 
 /// The JSON between a number that ends at `i` and what comes next.
 #[inline(always)]
 fn gap(s: &[u8], i: usize) -> Option<Gap> {
-    let i = ws(s, i);
+    let i = skip_ws(s, i);
     match s.get(i)? {
-        b',' => Some(Gap::Next(ws(s, i + 1))),
+        b',' => Some(Gap::Next(skip_ws(s, i + 1))),
         b']' => {
-            let i = ws(s, i + 1);
+            let i = skip_ws(s, i + 1);
             match s.get(i)? {
                 b',' => {
-                    let i = ws(s, i + 1);
-                    (s.get(i) == Some(&b'[')).then(|| Gap::Row(ws(s, i + 1)))
+                    let i = skip_ws(s, i + 1);
+                    (s.get(i) == Some(&b'[')).then(|| Gap::Row(skip_ws(s, i + 1)))
                 }
                 b']' => Some(Gap::End(i + 1)),
                 _ => None,
