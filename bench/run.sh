@@ -10,7 +10,7 @@ requests="${REQUESTS:-50}"
 key=bench-system-key
 
 bench/setup.sh >&2
-cargo build --release --bin maas --example sgt_load >&2
+cargo build --release --bin maas --example sgt_load --example sgt_floor >&2
 load=target/release/examples/sgt_load
 out="bench/results/$(date +%Y%m%dT%H%M%S)"
 mkdir -p "$out"
@@ -24,8 +24,16 @@ MAAS_SYSTEM_KEY=$key RUST_LOG=warn target/release/maas --addr 127.0.0.1:18080 --
 pids+=($!)
 BASELINE_SYSTEM_KEY=$key bench/.venv/bin/python bench/baseline_flask.py 18081 >/dev/null 2>&1 &
 pids+=($!)
-wait_up http://127.0.0.1:18080
-wait_up http://127.0.0.1:18081
+# The floor: maas's HTTP stack answering a precomputed answer, without and with reading the rows.
+# glibc would hand its two big buffers back to the kernel after every request and fault them in
+# again (216 page faults a request; maas, whose other allocations keep the heap up, takes 13),
+# so the floor keeps freed memory: it is meant to be the least any server pays here.
+floor_env="GLIBC_TUNABLES=glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=1073741824"
+env "$floor_env" target/release/examples/sgt_floor --addr 127.0.0.1:18082 >/dev/null 2>&1 &
+pids+=($!)
+env "$floor_env" target/release/examples/sgt_floor --addr 127.0.0.1:18083 --read-rows >/dev/null 2>&1 &
+pids+=($!)
+for port in 18080 18081 18082 18083; do wait_up http://127.0.0.1:$port; done
 
 bench() { # name url args...
     local name=$1 url=$2; shift 2
@@ -33,10 +41,12 @@ bench() { # name url args...
     "$load" --url "$url" --system-key $key "$@" | python3 -c "import json,sys; r=json.load(sys.stdin); r['server']='$name'; print(json.dumps(r))" | tee -a "$out/results.jsonl"
 }
 
-for server in maas=http://127.0.0.1:18080 flask=http://127.0.0.1:18081; do
+# The floors run between maas and the baseline: the machine's speed drifts over minutes.
+for server in maas=http://127.0.0.1:18080 floor-http=http://127.0.0.1:18082 floor-read=http://127.0.0.1:18083 flask=http://127.0.0.1:18081; do
     name=${server%%=*}; url=${server#*=}
     bench "$name" "$url" --mode run --rows 1024 --cols 64 --out 8 --clients 8 --requests "$requests"
     bench "$name" "$url" --mode run --rows 1024 --cols 64 --out 8 --clients 8 --requests "$requests" --decimals 2
+    [[ $name == floor-* ]] && continue
     bench "$name" "$url" --mode run --rows 1024 --cols 2048 --out 2 --clients 8 --requests 3 --decimals 1
     bench "$name" "$url" --mode create --requests 200 --cols 8 --out 2
 done
@@ -67,4 +77,16 @@ for (mode, cols, decimals), s in by.items():
     print(f"| {label}: throughput | {m['rps']:.1f} req/s | {f['rps']:.1f} req/s | {m['rps']/f['rps']:.1f}x |")
     print(f"| {label}: p50 / p99 | {m['p50_ms']:.1f} / {m['p99_ms']:.1f} ms | {f['p50_ms']:.1f} / {f['p99_ms']:.1f} ms | |")
     print(f"| {label}: errors | {m['errors']} of {m['requests']} | {f['errors']} of {f['requests']} | |")
+print()
+print("The floor (examples/sgt_floor.rs: maas's HTTP stack, a precomputed answer), against the same baseline:")
+print()
+print("| run 1024x64, 8 clients | floor: HTTP only | floor: HTTP + reading the rows | maas | PyTorch+Flask |")
+print("|---|---|---|---|---|")
+for (mode, cols, decimals), s in by.items():
+    if mode != "run" or cols != 64 or not all(k in s for k in ("floor-http", "floor-read", "maas", "flask")):
+        continue
+    base = s["flask"]["rps"]
+    cells = [f"{s[k]['rps']:.0f} req/s ({s[k]['rps']/base:.0f}x)" for k in ("floor-http", "floor-read", "maas")]
+    digits = "full precision" if decimals is None else f"{decimals} decimals"
+    print(f"| {digits} | " + " | ".join(cells) + f" | {base:.1f} req/s |")
 PY

@@ -1,0 +1,57 @@
+//! The floor under any `run_sgt_model` server on this machine: the same HTTP stack as `maas`
+//! (axum on hyper and tokio) that only receives each body and sends back a precomputed answer of
+//! the right size. With `--read-rows` it also reads the rows with maas's reader, and nothing
+//! else. `bench/run.sh` drives it with `sgt_load` beside maas and the baseline, so BENCHMARKS.md
+//! can say how much of the budget the transport and the numbers take before any model runs.
+//!
+//!   cargo run --release --example sgt_floor -- --addr 127.0.0.1:18082 [--read-rows]
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use clap::Parser;
+use maas_functions::body::{self, BodyLimit};
+use maas_functions::config::DEFAULT_BODY_LIMIT;
+use maas_functions::sgt::answer::rows_json;
+use maas_functions::sgt::rows::split_data;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    addr: String,
+    /// Read every request's rows (and drop them) before answering.
+    #[arg(long)]
+    read_rows: bool,
+    /// Rows and outputs of the precomputed answer (sgt_load's defaults).
+    #[arg(long, default_value_t = 1024)]
+    rows: usize,
+    #[arg(long, default_value_t = 8)]
+    out: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    // Values like a tanh-bounded model's, so the answer is as long as maas's.
+    let values: Vec<f32> = (0..a.rows * a.out).map(|i| ((i as f32) * 0.37).sin() * 0.9).collect();
+    let answer = Bytes::from(rows_json(&values, a.out));
+    let read_rows = a.read_rows;
+    // The body is read as maas reads it (one buffer sized from Content-Length).
+    let run = post(move |req: Request| async move {
+        let body = body::read(req).await.unwrap_or_default();
+        if read_rows {
+            std::hint::black_box(split_data(&body, usize::MAX));
+        }
+        answer
+    });
+    let app = Router::new()
+        .route("/sgt/public/run_sgt_model", run)
+        .route("/health", get(|| async { "ok" }))
+        // Setup calls (token, model) only need a JSON answer.
+        .fallback(post(|| async { "{}" }))
+        .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)));
+    let listener = tokio::net::TcpListener::bind(&a.addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
