@@ -124,7 +124,12 @@ impl Sidecar {
         })
     }
 
+    /// Stops serving: runs still waiting for a compute slot, and any sent afterwards (on
+    /// connections already open, or in process), are answered "shutting down", which callers
+    /// treat as busy, so they retry elsewhere instead of hanging. Training stops where it is;
+    /// its lease lapses and another sidecar resumes the job from its last checkpoint.
     pub fn stop(&self) {
+        self.compute.compute.close();
         for t in &self.tasks {
             t.abort();
         }

@@ -92,8 +92,8 @@ pub enum RunError {
     Stale,
     /// The request does not fit the model (a caller bug, never user input).
     Rejected(String),
-    /// The compute slots were closed. Nothing closes them yet; a graceful stop that does
-    /// should answer 503 (retry elsewhere), as before the in-process path existed, not 500.
+    /// The sidecar was stopped ([`crate::Sidecar::stop`] closes the compute slots): 503 over
+    /// HTTP, so the caller retries elsewhere.
     ShuttingDown,
     /// The model could not be loaded or run; details are logged, not returned.
     Failed(&'static str),

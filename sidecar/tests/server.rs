@@ -6,6 +6,11 @@ use maas_sidecar_client::{ModelRef, SidecarClient, SidecarError};
 use maas_store::{StoreConfig, Stores};
 
 async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
+    let (sidecar, _, dir) = start_with_stores(queue).await;
+    (sidecar, dir)
+}
+
+async fn start_with_stores(queue: usize) -> (Sidecar, Stores, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let stores = Stores::open(&StoreConfig::Embedded {
         dir: dir.path().to_path_buf(),
@@ -15,7 +20,7 @@ async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = SidecarConfig::new("right-secret");
     cfg.queue = queue;
-    (Sidecar::start(&stores, Some(listener), cfg).await.unwrap(), dir)
+    (Sidecar::start(&stores, Some(listener), cfg).await.unwrap(), stores, dir)
 }
 
 /// The same sidecar over HTTP and in process.
@@ -105,6 +110,49 @@ async fn a_superseded_checkpoint_is_reported_as_stale_not_as_a_failure() {
         assert!(matches!(
             client.run(&stale, &[0.0, 0.0]).await,
             Err(SidecarError::Stale)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_checkpoint_is_reported_unavailable_without_its_details() {
+    let (sidecar, stores, _dir) = start_with_stores(8).await;
+    let blob = "sgt/m/ckpt/corrupt.safetensors";
+    stores.blobs.put(blob, "not a safetensors file".into()).await.unwrap();
+    let corrupt = ModelRef {
+        checkpoint: Some(maas_sidecar_client::CheckpointRef {
+            blob: blob.into(),
+            version: 1,
+        }),
+        ..model(2, 1)
+    };
+    for client in clients(&sidecar) {
+        match client.run(&corrupt, &[0.0, 0.0]).await {
+            // In process the fixed message; over HTTP a 500 whose body the client drops.
+            Err(SidecarError::Unavailable(m)) => {
+                assert!(
+                    m == "cannot load model" || m.starts_with("status 500"),
+                    "details leaked: {m}"
+                )
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_sidecar_answers_busy_on_open_connections_and_in_process() {
+    let (sidecar, _dir) = start(8).await;
+    let clients = clients(&sidecar);
+    for client in &clients {
+        // Opens the HTTP client's keep-alive connection, which outlives the listener.
+        client.run(&model(2, 1), &[0.0, 0.0]).await.unwrap();
+    }
+    sidecar.stop();
+    for client in &clients {
+        assert!(matches!(
+            client.run(&model(2, 1), &[0.0, 0.0]).await,
+            Err(SidecarError::Busy)
         ));
     }
 }
