@@ -8,7 +8,6 @@ use axum::Router;
 use bytes::Bytes;
 
 use crate::body::{BodyError, BodyLimit};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -95,19 +94,6 @@ impl<S: Send + Sync> FromRequest<S> for SgtBody {
             BodyError::TooLarge => SgtError::Validation("request body is too large".into()),
             BodyError::Unreadable => SgtError::Validation("cannot read request body".into()),
         })
-    }
-}
-
-/// A JSON request body whose problems become [`SgtError::Validation`] with a message that
-/// names the field, instead of axum's plain-text rejections.
-pub struct SgtJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for SgtJson<T> {
-    type Rejection = SgtError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, SgtError> {
-        let SgtBody(bytes) = SgtBody::from_request(req, state).await?;
-        parse_json(&bytes).map(SgtJson)
     }
 }
 

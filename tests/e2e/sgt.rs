@@ -33,7 +33,7 @@ on_both_backends!(
     a_model_server_with_no_room_answers_busy_as_a_run_exception_and_keeps_the_model,
     uploads_check_pair_shapes_and_need_an_existing_model,
     deleted_models_are_gone_everywhere,
-    malformed_missing_and_mistyped_bodies_get_a_validation_exception,
+    bad_bodies_are_refused_credentials_first_then_with_a_validation_exception,
     eight_clients_running_at_once_all_get_correct_answers,
     sgt_clients_big_bodies_are_accepted,
 );
@@ -529,9 +529,10 @@ async fn deleted_models_are_gone_everywhere(b: Backend) {
     assert_eq!(app.my_models(&user).await.len(), 1);
 }
 
-async fn malformed_missing_and_mistyped_bodies_get_a_validation_exception(b: Backend) {
+async fn bad_bodies_are_refused_credentials_first_then_with_a_validation_exception(b: Backend) {
     let app = spawn_with(b, |c| c.body_limit = 64 * 1024).await;
     let user = app.new_user().await;
+    let stranger = json!({"secret_id": user.id, "secret_key": "not-the-key"});
     for path in [
         UPDATE,
         CHECK,
@@ -544,7 +545,8 @@ async fn malformed_missing_and_mistyped_bodies_get_a_validation_exception(b: Bac
         RUN,
         UPLOAD,
     ] {
-        for body in ["", "{", "[1,2]", "null", "{\"secret_id\": 5}", "\u{0}"] {
+        // Not a JSON object: there are no credentials to check, so the body itself is refused.
+        for body in ["", "{", "[1,2]", "null", "\u{0}", "{\"data\": [[1, 2]"] {
             let (status, v) = app.post_raw(path, body).await;
             assert_eq!(
                 (status, v["exception"].as_str()),
@@ -552,9 +554,26 @@ async fn malformed_missing_and_mistyped_bodies_get_a_validation_exception(b: Bac
                 "{path} {body:?}: {v}"
             );
         }
-        let (status, v) = app.post(path, json!({})).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {v}");
-        assert!(v["message"].as_str().unwrap().contains("missing field"), "{path}: {v}");
+        // An object without its sender's credentials, or with mistyped or wrong ones, says only
+        // that, whatever else is wrong with it.
+        let system = json!({"key": app.system_key});
+        let mut claims = vec![
+            json!({}),
+            json!({"secret_id": 5, "key": 5}),
+            json!({"key": "wrong", "secret_id": user.id}),
+        ];
+        if path != CHECK {
+            claims.push(stranger.clone()); // check_auth_token answers a wrong secret with `false`
+        }
+        for body in claims {
+            app.fails(path, body, "AuthException").await;
+        }
+        // With the right credentials, the missing field is named.
+        let proven = if path == UPDATE { system } else { user.creds() };
+        if ![CHECK, MINE, PUBLIC].contains(&path) {
+            let message = app.fails(path, proven, "ValidationException").await;
+            assert!(message.contains("missing field"), "{path}: {message}");
+        }
         // Bodies over the limit are refused before they are parsed. ~77 KB: over the 64 KB limit
         // but small enough to sit in the loopback send buffer, so the client is never cut off
         // mid-write (EPIPE) by the early 400 and always reads it.

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::sgt::{CLIENT_DATA, CLONE, DELETE, RUN, UPLOAD};
+use crate::sgt::{CLIENT_DATA, CLONE, CREATE, DELETE, RUN, UPLOAD};
 use crate::support::{rows, spawn_app, spawn_with, Backend, TestApp, User, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 on_both_backends!(
@@ -22,6 +22,8 @@ on_both_backends!(
     admins_manage_users_and_roles,
     the_openapi_document_describes_every_v1_route,
     a_users_keys_share_their_sgt_models_and_other_users_cannot_reach_them,
+    managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold,
+    a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -953,4 +955,149 @@ async fn a_users_keys_share_their_sgt_models_and_other_users_cannot_reach_them(b
     // Alice's model is as it was.
     assert_eq!(app.my_models(&alice1).await[0]["client_data"], "cd");
     assert_eq!(app.run(&alice1, "a", "private", &probe).await, answer);
+}
+
+async fn managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold(b: Backend) {
+    let app = spawn_app(b).await;
+    let admin = app.admin().await;
+    let adm = Some(admin.as_str());
+    let (s, v) = app.v1(Method::POST, "/api/v1/permissions/roles/init", adm, None).await;
+    assert_eq!(s, 200, "{v}");
+    // Manages users and roles, and holds what `viewer` grants: nothing more.
+    let helpdesk = json!({"name": "helpdesk", "permissions": [
+        "users:read", "users:write", "roles:read", "roles:write",
+        "profile:read", "model:read", "dataset:read", "finetune:read", "usage:read"]});
+    let (s, v) = app
+        .v1(Method::POST, "/api/v1/permissions/roles", adm, Some(helpdesk))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let person = |name: &str, role: &str| json!({"username": name, "email": format!("{name}@example.com"), "password": PASSWORD, "roles": [role]});
+    let (s, v) = app
+        .v1(Method::POST, "/api/v1/users", adm, Some(person("hank", "helpdesk")))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let hank_id = v["data"]["user_id"].as_str().unwrap().to_string();
+    let hank = app.login("hank@example.com", PASSWORD).await;
+    let h = Some(token(&hank));
+    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", adm, None).await;
+    let admin_id = me["data"]["id"].as_str().unwrap().to_string();
+
+    let refused = [
+        (
+            Method::POST,
+            "/api/v1/users".to_string(),
+            Some(person("mallory", "admin")),
+        ),
+        (
+            Method::POST,
+            "/api/v1/users".to_string(),
+            Some(person("mallory", "user")),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/users/{hank_id}"),
+            Some(json!({"roles": ["helpdesk", "admin"]})),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/permissions/roles/helpdesk".into(),
+            Some(json!({"permissions": ["*"]})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/permissions/roles".into(),
+            Some(json!({"name": "root", "permissions": ["*"]})),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/users/{admin_id}"),
+            Some(json!({"first_name": "Pwned"})),
+        ),
+        (Method::DELETE, format!("/api/v1/users/{admin_id}"), None),
+        (
+            Method::PUT,
+            "/api/v1/permissions/roles/admin".into(),
+            Some(json!({"permissions": ["usage:read"]})),
+        ),
+        (Method::DELETE, "/api/v1/permissions/roles/admin".into(), None),
+    ];
+    for (method, path, body) in refused {
+        let (s, v) = app.v1(method.clone(), &path, h, body).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "AUTH_003"),
+            "{method} {path}: {v}"
+        );
+    }
+    // Within what he holds he still works: a viewer is made, renamed and removed.
+    let (s, v) = app
+        .v1(Method::POST, "/api/v1/users", h, Some(person("vera", "viewer")))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let vera = format!("/api/v1/users/{}", v["data"]["user_id"].as_str().unwrap());
+    let (s, v) = app.v1(Method::PUT, &vera, h, Some(json!({"first_name": "Vera"}))).await;
+    assert_eq!((s, &v["data"]["first_name"]), (StatusCode::OK, &json!("Vera")), "{v}");
+    assert_eq!(app.v1(Method::DELETE, &vera, h, None).await.0, 200);
+    // Nothing refused was stored.
+    let (_, v) = app
+        .v1(Method::GET, &format!("/api/v1/users/{hank_id}"), adm, None)
+        .await;
+    assert_eq!(v["data"]["roles"], json!(["helpdesk"]));
+    let (_, v) = app
+        .v1(Method::GET, &format!("/api/v1/users/{admin_id}"), adm, None)
+        .await;
+    assert_eq!(
+        (&v["data"]["first_name"], &v["data"]["roles"]),
+        (&json!(""), &json!(["admin"]))
+    );
+    let (_, v) = app.v1(Method::GET, "/api/v1/permissions/roles/admin", adm, None).await;
+    assert_eq!(v["data"]["permissions"], json!(["*"]));
+    let (_, v) = app.v1(Method::GET, "/api/v1/permissions/roles", adm, None).await;
+    let names: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"root") && names.contains(&"helpdesk"), "{names:?}");
+    let (_, v) = app
+        .v1(Method::GET, "/api/v1/permissions/roles/helpdesk", adm, None)
+        .await;
+    assert!(
+        !v["data"]["permissions"].as_array().unwrap().contains(&json!("*")),
+        "{v}"
+    );
+}
+
+async fn a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too(b: Backend) {
+    let app = spawn_app(b).await;
+    let admin = app.admin().await;
+    let adm = Some(admin.as_str());
+    let (t, name) = app.signed_up().await;
+    let key = app
+        .sgt_key(token(&t), &["model:read", "model:write", "inference:create"])
+        .await;
+    app.create_model(&key, "a", "before", 2, 1, false).await;
+    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(token(&t)), None).await;
+    let path = format!("/api/v1/users/{}", me["data"]["id"].as_str().unwrap());
+    let (s, v) = app
+        .v1(Method::PUT, &path, adm, Some(json!({"roles": ["viewer"]})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // `viewer` keeps model:read and drops model:write and inference:create, for this key too.
+    assert_eq!(app.my_models(&key).await.len(), 1, "{name} still reads");
+    let create =
+        json!({"name": "after", "app_name": "a", "model_type": "std", "in_size": 2, "out_size": 1, "is_public": false});
+    let message = app.fails(CREATE, key.with(create), "AuthException").await;
+    assert!(message.contains("model:write"), "{message}");
+    app.fails(
+        RUN,
+        key.with(json!({"name": "before", "app_name": "a", "data": [[0.1, 0.2]]})),
+        "AuthException",
+    )
+    .await;
+    // Restored, the same key works again.
+    let (s, _) = app.v1(Method::PUT, &path, adm, Some(json!({"roles": ["user"]}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(app.run(&key, "a", "before", &rows(1, 2, 3)).await.len(), 1);
 }

@@ -5,33 +5,35 @@ use axum::response::Response;
 use maas_sidecar_client::{CheckpointRef, ModelRef, SidecarError, MODEL_TYPES};
 use maas_store::records::sgt::{AppendError, SgtModel};
 use maas_store::StoreError;
-use subtle::ConstantTimeEq;
 
 use super::answer::rows_json;
+use super::extract::{is_system_key, refuse, Caller, SgtJson, BAD_SECRET, BAD_SYSTEM_KEY};
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
 use crate::credentials;
-use crate::http::{json_bytes, ok, parse_json, SgtBody, SgtError, SgtJson};
+use crate::http::{json_bytes, ok, parse_json, SgtBody, SgtError};
 use crate::state::AppState;
+use crate::v1::guard::key_principal;
 
 type Reply = Result<Response, SgtError>;
 
 /// Authenticates a secret id/key pair and returns whose models it reaches. A key made through
-/// `/api/v1` must also hold `permission`.
+/// `/api/v1` must hold `permission` as it would there: named by the key and granted by its
+/// user's current roles.
 async fn authenticate(state: &AppState, creds: &Credentials, permission: &str) -> Result<String, SgtError> {
-    let denied = || SgtError::Auth("invalid or expired secret_id / secret_key".into());
+    let denied = || SgtError::Auth(BAD_SECRET.into());
     let secret = credentials::verify(state, &creds.secret_id, &creds.secret_key)
         .await?
         .ok_or_else(denied)?;
-    if secret
-        .permissions
-        .as_ref()
-        .is_some_and(|p| !p.iter().any(|p| p == permission || p == "*"))
-    {
+    if secret.user_id.is_none() {
+        return Ok(secret.secret_id);
+    }
+    let who = key_principal(state, secret).await?.ok_or_else(denied)?;
+    if !who.grants.allows(permission) {
         return Err(SgtError::Auth(format!("this key lacks the {permission} permission")));
     }
-    Ok(secret.owner().to_string())
+    Ok(who.user.user_id)
 }
 
 fn no_model(app_name: &str, name: &str) -> SgtError {
@@ -48,9 +50,8 @@ async fn own_model(state: &AppState, owner: &str, m: &ModelAddress) -> Result<Sg
 }
 
 pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJson<UpdateAuthToken>) -> Reply {
-    let key_ok: bool = req.key.as_bytes().ct_eq(state.system_key.as_bytes()).into();
-    if !key_ok {
-        return Err(SgtError::Auth("invalid system key".into()));
+    if !is_system_key(&state, &req.key) {
+        return Err(SgtError::Auth(BAD_SYSTEM_KEY.into()));
     }
     identifier("secret_id", &req.secret_id)?;
     if req.secret_key.is_empty() || req.secret_key.len() > MAX_SECRET_LEN {
@@ -229,7 +230,10 @@ fn model_ref(m: &SgtModel) -> ModelRef {
 }
 
 pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) -> Reply {
-    let (address, rows) = parse_run(&body)?;
+    let (address, rows) = match parse_run(&body) {
+        Ok(parsed) => parsed,
+        Err(problem) => return Err(refuse(&state, &body, Caller::Secret, problem).await),
+    };
     let owner = authenticate(&state, &address.creds, "inference:create").await?;
     let model = own_model(&state, &owner, &address).await?;
     let Rows {

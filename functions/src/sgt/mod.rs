@@ -2,6 +2,7 @@
 //! `{"exception", "message"}` failures.
 
 pub mod answer;
+pub mod extract;
 pub mod handlers;
 pub mod number;
 pub mod requests;

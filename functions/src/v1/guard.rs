@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use maas_store::records::identity::User;
 use maas_store::records::sgt::Secret;
+use maas_store::StoreError;
 
 use super::envelope::{with_request_id, ApiError, Code};
 use super::limits::{self, Class, Subject};
@@ -52,6 +53,13 @@ impl Principal {
         } else {
             Err(ApiError::forbidden(format!("missing permission {permission}")))
         }
+    }
+
+    /// Refuses unless the caller holds every one of `permissions` itself. Whoever manages
+    /// users or roles can then never hand out, take away or act on more than they hold, so
+    /// `users:write` or `roles:write` cannot be turned into `*`.
+    pub fn require_all<'a>(&self, permissions: impl IntoIterator<Item = &'a String>) -> Result<(), ApiError> {
+        permissions.into_iter().try_for_each(|p| self.require(p))
     }
 
     pub fn is_admin(&self) -> bool {
@@ -115,28 +123,41 @@ async fn by_api_key(state: &AppState, id: &str, secret: &str) -> Result<Principa
     let key = crate::credentials::verify(state, id, secret)
         .await?
         .ok_or_else(invalid)?;
+    if key.user_id.is_none() {
+        return Err(ApiError::new(
+            Code::Auth004,
+            "this key is not linked to a platform account",
+        ));
+    }
+    key_principal(state, key).await?.ok_or_else(invalid)
+}
+
+/// Who a verified platform key acts for and what it may do now: its user's current roles,
+/// narrowed to the permissions the key names. `None` when the key has no user or its user is
+/// gone. SGT routes ask the same, so a demoted user's keys lose the permissions there too.
+pub async fn key_principal(state: &AppState, key: Secret) -> Result<Option<Principal>, StoreError> {
     let Secret {
+        secret_id,
         user_id: Some(user_id),
         permissions,
         ..
     } = key
     else {
-        return Err(ApiError::new(
-            Code::Auth004,
-            "this key is not linked to a platform account",
-        ));
+        return Ok(None);
     };
-    let user = state.v1.repo.user(&user_id).await?.ok_or_else(invalid)?;
+    let Some(user) = state.v1.repo.user(&user_id).await? else {
+        return Ok(None);
+    };
     let all = state.v1.roles.grants(&state.v1.repo, &user.roles).await?;
     let grants = match permissions {
         Some(p) => all.within(&p),
         None => all,
     };
-    Ok(Principal {
+    Ok(Some(Principal {
         user,
         grants,
-        via: Via::ApiKey(id.to_string()),
-    })
+        via: Via::ApiKey(secret_id),
+    }))
 }
 
 /// The caller's address: API Gateway's source IP in Lambda, the peer address locally.

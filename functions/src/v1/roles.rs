@@ -103,10 +103,15 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Vec<RoleView>> {
 
 #[utoipa::path(post, path = "/api/v1/permissions/roles", tag = "permissions", request_body = RoleBody,
     responses((status = 201, body = super::envelope::Envelope<RoleView>), (status = 409, body = super::envelope::ErrorBody)))]
-pub async fn create(State(state): State<AppState>, ApiJson(req): ApiJson<RoleBody>) -> ApiResult<RoleView> {
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(req): ApiJson<RoleBody>,
+) -> ApiResult<RoleView> {
     check_name(&req.name)?;
     validate::text("description", &req.description, 500)?;
     check_permissions(&req.permissions)?;
+    who.require_all(&req.permissions)?;
     let now = maas_store::now_secs();
     let role = Role {
         name: req.name,
@@ -135,10 +140,12 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     responses((status = 200, body = super::envelope::Envelope<RoleView>), (status = 404, body = super::envelope::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
+    who: Principal,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RoleUpdate>,
 ) -> ApiResult<RoleView> {
     let role = find(&state, &id).await?;
+    who.require_all(&role.permissions)?;
     let next = Role {
         description: req.description.unwrap_or_else(|| role.description.clone()),
         permissions: req.permissions.unwrap_or_else(|| role.permissions.clone()),
@@ -148,6 +155,7 @@ pub async fn update(
     };
     validate::text("description", &next.description, 500)?;
     check_permissions(&next.permissions)?;
+    who.require_all(&next.permissions)?;
     state
         .v1
         .repo
@@ -160,7 +168,8 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/permissions/roles/{id}", tag = "permissions", params(("id" = String, Path)),
     responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Done> {
+pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Done> {
+    who.require_all(&find(&state, &id).await?.permissions)?;
     match state.v1.repo.delete_role(&id).await {
         Err(StoreError::ConditionFailed) => Err(ApiError::not_found("role")),
         other => other.map_err(ApiError::from),

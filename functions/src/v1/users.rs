@@ -112,6 +112,12 @@ pub struct NewUser {
     pub organization: String,
 }
 
+/// Refuses unless the caller holds every permission that `roles` grant.
+async fn within_reach(state: &AppState, who: &Principal, roles: &[String]) -> Result<(), ApiError> {
+    let grants = state.v1.roles.grants(&state.v1.repo, roles).await?;
+    who.require_all(&grants.0)
+}
+
 async fn check_roles(state: &AppState, roles: &[String]) -> Result<(), ApiError> {
     for r in roles {
         if state.v1.repo.role(r).await?.is_none() && super::permissions::builtin(r).is_none() {
@@ -127,9 +133,14 @@ async fn check_roles(state: &AppState, roles: &[String]) -> Result<(), ApiError>
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
     responses((status = 201, body = super::envelope::Envelope<Registered>), (status = 409, body = super::envelope::ErrorBody)))]
-pub async fn create(State(state): State<AppState>, ApiJson(req): ApiJson<NewUser>) -> ApiResult<Registered> {
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(req): ApiJson<NewUser>,
+) -> ApiResult<Registered> {
     let roles = req.roles.unwrap_or_else(|| vec!["user".into()]);
     check_roles(&state, &roles).await?;
+    within_reach(&state, &who, &roles).await?;
     let account = NewAccount {
         username: req.username,
         email: req.email,
@@ -187,10 +198,12 @@ pub async fn update(
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> ApiResult<Profile> {
     let user = find(&state, &id).await?;
+    within_reach(&state, &who, &user.roles).await?;
     let (profile, roles) = req.split();
     let mut next = profile.apply(&user)?;
     if let Some(roles) = roles {
         check_roles(&state, &roles).await?;
+        within_reach(&state, &who, &roles).await?;
         if id == who.user.user_id && !roles.iter().any(|r| r == "admin") {
             return Err(ApiError::field(
                 Code::Validation003,
@@ -213,6 +226,7 @@ pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Pat
         return Err(ApiError::new(Code::Resource003, "admins cannot delete themselves"));
     }
     let user = find(&state, &id).await?;
+    within_reach(&state, &who, &user.roles).await?;
     state.v1.repo.delete_user(&user).await.map_err(conflict_on_race)?;
     Ok(ok(Done { ok: true }))
 }
