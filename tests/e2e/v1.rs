@@ -24,6 +24,7 @@ on_both_backends!(
     a_users_keys_share_their_sgt_models_and_other_users_cannot_reach_them,
     managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold,
     a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too,
+    undecodable_path_parameters_are_refused_in_the_envelope,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -1100,4 +1101,21 @@ async fn a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too(b:
     let (s, _) = app.v1(Method::PUT, &path, adm, Some(json!({"roles": ["user"]}))).await;
     assert_eq!(s, 200);
     assert_eq!(app.run(&key, "a", "before", &rows(1, 2, 3)).await.len(), 1);
+}
+
+async fn undecodable_path_parameters_are_refused_in_the_envelope(b: Backend) {
+    let app = spawn_app(b).await;
+    let admin = app.admin().await;
+    let adm = Some(admin.as_str());
+    for (method, path) in [
+        (Method::GET, "/api/v1/users/%FF"),
+        (Method::PUT, "/api/v1/users/%C3%28"),
+        (Method::DELETE, "/api/v1/users/%FF"),
+        (Method::GET, "/api/v1/permissions/roles/%FF"),
+        (Method::DELETE, "/api/v1/users/me/api-keys/%FF"),
+        (Method::POST, "/api/v1/auth/oauth/%FF"),
+    ] {
+        let (s, v) = app.v1(method.clone(), path, adm, Some(json!({}))).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "VALIDATION_002"), "{method} {path}: {v}");
+    }
 }

@@ -1,13 +1,13 @@
 //! The caller's API keys: created with a name, permissions and an optional expiry; the secret
 //! is shown once and stored hashed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use maas_store::records::sgt::Secret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::accounts::Done;
-use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiResult, Code};
+use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiPath, ApiResult, Code};
 use super::guard::Principal;
 use super::permissions::{is_known, Permission};
 use super::tokens::{random_id, random_secret};
@@ -159,7 +159,11 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Ve
 #[utoipa::path(delete, path = "/api/v1/users/me/api-keys/{key_id}", tag = "api-keys",
     params(("key_id" = String, Path)),
     responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path(key_id): Path<String>) -> ApiResult<Done> {
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(key_id): ApiPath<String>,
+) -> ApiResult<Done> {
     let key = state.v1.repo.api_key(&key_id).await?;
     let Some(key) = key.filter(|k| k.user_id.as_deref() == Some(who.user.user_id.as_str())) else {
         return Err(ApiError::not_found("API key"));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,7 +20,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::accounts::{start_session, Tokens};
-use super::envelope::{ok, ApiError, ApiJson, ApiResult, Code};
+use super::envelope::{ok, ApiError, ApiJson, ApiPath, ApiResult, Code};
 use super::tokens::random_id;
 use super::validate;
 use crate::state::AppState;
@@ -177,7 +177,7 @@ fn check_login(req: &OAuthLogin) -> Result<(), ApiError> {
         (status = 503, description = "The provider did not answer properly", body = super::envelope::ErrorBody)))]
 pub async fn oauth_login(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     ApiJson(req): ApiJson<OAuthLogin>,
 ) -> ApiResult<Tokens> {
     let (p, http) = state.v1.oauth.get(&provider)?;

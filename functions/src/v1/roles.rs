@@ -1,13 +1,13 @@
 //! Roles (named permission sets) and permission checks.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use maas_store::records::identity::Role;
 use maas_store::{Cond, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::accounts::Done;
-use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiResult, Code};
+use super::envelope::{created, iso, ok, ApiError, ApiJson, ApiPath, ApiResult, Code};
 use super::guard::Principal;
 use super::permissions::{builtin, is_known, Permission, RoleName, BUILTIN_ROLES};
 use super::profile::conflict_on_race;
@@ -131,7 +131,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/permissions/roles/{id}", tag = "permissions", params(("id" = String, Path)),
     responses((status = 200, body = super::envelope::Envelope<RoleView>), (status = 404, body = super::envelope::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<RoleView> {
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<RoleView> {
     Ok(ok(view(&find(&state, &id).await?)))
 }
 
@@ -141,7 +141,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RoleUpdate>,
 ) -> ApiResult<RoleView> {
     let role = find(&state, &id).await?;
@@ -168,7 +168,7 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/permissions/roles/{id}", tag = "permissions", params(("id" = String, Path)),
     responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Done> {
+pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Done> {
     who.require_all(&find(&state, &id).await?.permissions)?;
     match state.v1.repo.delete_role(&id).await {
         Err(StoreError::ConditionFailed) => Err(ApiError::not_found("role")),

@@ -1,12 +1,12 @@
 //! Users, for admins: list (paginated), create, read, change, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use maas_store::records::identity::User;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::accounts::{create_account, Done, NewAccount, Registered};
-use super::envelope::{created, ok, ApiError, ApiJson, ApiQuery, ApiResult, Code};
+use super::envelope::{created, ok, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Code};
 use super::guard::Principal;
 use super::permissions::RoleName;
 use super::profile::{conflict_on_race, profile_of, Profile, ProfileUpdate};
@@ -155,7 +155,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)),
     responses((status = 200, body = super::envelope::Envelope<Profile>), (status = 404, body = super::envelope::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Profile> {
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Profile> {
     let user = find(&state, &id).await?;
     Ok(ok(view(&state, &user).await?))
 }
@@ -194,7 +194,7 @@ impl UserUpdate {
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> ApiResult<Profile> {
     let user = find(&state, &id).await?;
@@ -221,7 +221,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)),
     responses((status = 200, body = super::envelope::Envelope<Done>), (status = 404, body = super::envelope::ErrorBody),
         (status = 409, description = "Admins cannot delete themselves", body = super::envelope::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Done> {
+pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Done> {
     if id == who.user.user_id {
         return Err(ApiError::new(Code::Resource003, "admins cannot delete themselves"));
     }
