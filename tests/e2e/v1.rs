@@ -1116,6 +1116,10 @@ async fn undecodable_path_parameters_are_refused_in_the_envelope(b: Backend) {
         (Method::POST, "/api/v1/auth/oauth/%FF"),
     ] {
         let (s, v) = app.v1(method.clone(), path, adm, Some(json!({}))).await;
-        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "VALIDATION_002"), "{method} {path}: {v}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "VALIDATION_002"),
+            "{method} {path}: {v}"
+        );
     }
 }

@@ -281,29 +281,29 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
 pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJson<UploadTrainData>) -> Reply {
     let owner = authenticate(&state, &req.model.creds, "dataset:write").await?;
     let model = own_model(&state, &owner, &req.model).await?;
-    if req.train_data.is_empty() {
+    let data = req.train_data;
+    if data.pairs == 0 {
         return Ok(ok(()));
     }
+    if let Some(problem) = data.problem {
+        return Err(SgtError::Upload(problem));
+    }
     let (i, o) = (model.in_size as usize, model.out_size as usize);
-    let values = req.train_data.len() as u64 * (i + o) as u64;
-    if model.samples * (i + o) as u64 + values > MAX_TRAIN_VALUES {
+    let (wi, wl) = data.widths.unwrap_or_default();
+    for (w, want, what) in [(wi, i, "input"), (wl, o, "label")] {
+        if w != want {
+            return Err(SgtError::Upload(format!(
+                "train_data {what}s have {w} values, expected {want}"
+            )));
+        }
+    }
+    if model.samples * (i + o) as u64 + data.values.len() as u64 > MAX_TRAIN_VALUES {
         return Err(SgtError::Upload(format!(
             "a model holds at most {MAX_TRAIN_VALUES} training values"
         )));
     }
-    let mut flat = Vec::with_capacity(values as usize);
-    for (n, pair) in req.train_data.iter().enumerate() {
-        let [input, label] = pair.as_slice() else {
-            return Err(SgtError::Upload(format!(
-                "train_data[{n}] must be a pair [input, label]"
-            )));
-        };
-        let row = |v: &Vec<f32>, w: usize, what: &str| flatten_rows(std::slice::from_ref(v), w, what);
-        flat.extend(row(input, i, &format!("train_data[{n}] input")).map_err(SgtError::Upload)?);
-        flat.extend(row(label, o, &format!("train_data[{n}] label")).map_err(SgtError::Upload)?);
-    }
-    let bytes = maas_sidecar_client::wire::encode_f32(&flat);
-    let rows = req.train_data.len() as u64;
+    let bytes = maas_sidecar_client::wire::encode_f32(&data.values);
+    let rows = data.pairs;
     match state
         .repo
         .append_train_data(&owner, &model.app_name, &model.name, rows, bytes.into())

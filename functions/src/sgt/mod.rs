@@ -9,3 +9,4 @@ pub mod requests;
 pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod rows_avx2;
+pub mod train_data;

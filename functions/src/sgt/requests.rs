@@ -94,7 +94,7 @@ pub struct RunModelHead {
 pub struct UploadTrainData {
     #[serde(flatten)]
     pub model: ModelAddress,
-    pub train_data: Vec<Vec<Vec<f32>>>,
+    pub train_data: super::train_data::TrainData,
 }
 
 /// A model as the SGT API lists it.
@@ -155,21 +155,6 @@ pub fn end_time(value: &str) -> Result<i64, SgtError> {
         .map_err(|_| SgtError::Validation(format!("end_time {value:?} is not in the format YYYY-MM-DD HH:MM:SS")))
 }
 
-/// Checks that every row has `width` finite values and flattens them row-major.
-pub fn flatten_rows(rows: &[Vec<f32>], width: usize, what: &str) -> Result<Vec<f32>, String> {
-    let mut flat = Vec::with_capacity(rows.len() * width);
-    for (i, row) in rows.iter().enumerate() {
-        if row.len() != width {
-            return Err(format!("{what} row {i} has {} values, expected {width}", row.len()));
-        }
-        if row.iter().any(|v| !v.is_finite()) {
-            return Err(format!("{what} row {i} holds a number that is not finite"));
-        }
-        flat.extend_from_slice(row);
-    }
-    Ok(flat)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,19 +165,6 @@ mod tests {
         assert!(end_time("2024-13-01 00:00:00").is_err());
         assert!(end_time("2024-01-01").is_err());
         assert!(end_time("2024-01-01T00:00:00Z").is_err());
-    }
-
-    #[test]
-    fn rows_must_have_the_right_width_and_finite_values() {
-        assert_eq!(
-            flatten_rows(&[vec![1.0, 2.0], vec![3.0, 4.0]], 2, "data").unwrap(),
-            [1.0, 2.0, 3.0, 4.0]
-        );
-        assert!(flatten_rows(&[vec![1.0, 2.0], vec![3.0]], 2, "data")
-            .unwrap_err()
-            .contains("row 1"));
-        assert!(flatten_rows(&[vec![f32::INFINITY, 2.0]], 2, "data").is_err());
-        assert!(flatten_rows(&[], 2, "data").unwrap().is_empty());
     }
 
     #[test]
