@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::envelope::{created, ok, parse_json, ApiBody, ApiError, ApiForm, ApiJson, ApiResult, Code};
 use super::guard::{bearer, ClientIp, Principal, Via};
-use super::profile::{validate_profile, UserSummary};
+use super::profile::{conflict_on_race, validate_profile, UserSummary};
 use super::tokens::{random_id, sha256_hex, RefreshToken};
 use super::validate;
 use crate::auth::{dummy_hash, hash_secret};
@@ -406,7 +406,10 @@ pub async fn change_password(
         password_hash: Some(hash_password(req.new_password).await?),
         ..who.user.clone()
     };
-    state.v1.repo.update_user(&user).await?;
+    // Sessions go first: should the update fail, the account is signed out everywhere rather
+    // than left with live sessions. The second pass ends any signed in meanwhile.
+    state.v1.repo.revoke_all_sessions(&user.user_id).await?;
+    state.v1.repo.update_user(&user).await.map_err(conflict_on_race)?;
     state.v1.repo.revoke_all_sessions(&user.user_id).await?;
     Ok(ok(Done { ok: true }))
 }

@@ -217,30 +217,36 @@ impl SgtRepo {
 
     /// Deletes a model, its job, its training data and its blobs. The record and job go in one
     /// transaction; the rest is keyed by the dead model id, so a crash half-way leaves only
-    /// unreachable leftovers, never a half-deleted visible model.
+    /// unreachable leftovers, never a half-deleted visible model. For the same reason a failure
+    /// to clear those leftovers is logged, not returned: the model is gone either way.
     pub async fn delete_model(&self, owner: &str, app_name: &str, name: &str) -> StoreResult<Option<SgtModel>> {
         let key = SgtModel::key_for(owner, app_name, name);
-        let Some(model) = self.get::<SgtModel>(&key).await? else {
-            return Ok(None);
-        };
-        let writes = vec![
-            Write::Delete {
-                key,
-                cond: Cond::Version(model.ver),
-            },
-            Write::Delete {
-                key: TrainJob::key_for(&model.model_id),
-                cond: Cond::Always,
-            },
-        ];
-        match self.table.write(writes).await {
-            Ok(()) => {}
-            // Changed or deleted under us: let the caller see the current state.
-            Err(StoreError::ConditionFailed) => return Box::pin(self.delete_model(owner, app_name, name)).await,
-            Err(e) => return Err(e),
+        for _ in 0..CAS_RETRIES {
+            let Some(model) = self.get::<SgtModel>(&key).await? else {
+                return Ok(None);
+            };
+            let writes = vec![
+                Write::Delete {
+                    key: key.clone(),
+                    cond: Cond::Version(model.ver),
+                },
+                Write::Delete {
+                    key: TrainJob::key_for(&model.model_id),
+                    cond: Cond::Always,
+                },
+            ];
+            match self.table.write(writes).await {
+                Ok(()) => {}
+                // Changed or deleted under us: read the current state again.
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = self.purge_model_data(&model.model_id).await {
+                tracing::warn!(model_id = %model.model_id, error = %e, "deleted model's data left behind");
+            }
+            return Ok(Some(model));
         }
-        self.purge_model_data(&model.model_id).await?;
-        Ok(Some(model))
+        Err(StoreError::backend("too much contention deleting a model"))
     }
 
     async fn purge_model_data(&self, model_id: &str) -> StoreResult<()> {
@@ -311,6 +317,8 @@ impl SgtRepo {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Only here is it certain that no record points at the blob. After a store error the
+        // write may still have landed, and a stray blob is safer than a chunk without data.
         self.blobs.delete(&blob).await.ok();
         Err(AppendError::NoModel)
     }
