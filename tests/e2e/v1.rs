@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::sgt::{CLIENT_DATA, CLONE, CREATE, DELETE, RUN, UPLOAD};
+use crate::sgt::{CLIENT_DATA, CLONE, CREATE, DELETE, MINE, RUN, UPDATE, UPLOAD};
 use crate::support::{rows, spawn_app, spawn_with, Backend, TestApp, User, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 on_both_backends!(
@@ -25,6 +25,7 @@ on_both_backends!(
     managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold,
     a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too,
     undecodable_path_parameters_are_refused_in_the_envelope,
+    an_sgt_secret_cannot_take_a_platform_accounts_id,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -1122,4 +1123,31 @@ async fn undecodable_path_parameters_are_refused_in_the_envelope(b: Backend) {
             "{method} {path}: {v}"
         );
     }
+}
+
+async fn an_sgt_secret_cannot_take_a_platform_accounts_id(b: Backend) {
+    let app = spawn_app(b).await;
+    let (t, _) = app.signed_up().await;
+    let key = app.sgt_key(token(&t), &["model:read", "model:write"]).await;
+    app.create_model(&key, "a", "mine", 2, 1, false).await;
+    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(token(&t)), None).await;
+    let user_id = me["data"]["id"].as_str().unwrap();
+    // Such a secret would own the account's models: refused, and nothing is stored.
+    let squat =
+        json!({"key": app.system_key, "secret_id": user_id, "secret_key": "k", "end_time": "2099-01-01 00:00:00"});
+    let message = app.fails(UPDATE, squat, "ValidationException").await;
+    assert!(message.contains("platform account"), "{message}");
+    app.fails(MINE, json!({"secret_id": user_id, "secret_key": "k"}), "AuthException")
+        .await;
+    // Re-keying the account's own API key through the same route still works, and keeps its owner.
+    let rekey =
+        json!({"key": app.system_key, "secret_id": key.id, "secret_key": "rotated", "end_time": "2099-01-01 00:00:00"});
+    app.ok(UPDATE, rekey).await;
+    let mine = app
+        .my_models(&User {
+            id: key.id.clone(),
+            key: "rotated".into(),
+        })
+        .await;
+    assert_eq!((mine.len(), &mine[0]["user_unique_id"]), (1, &json!(user_id)));
 }

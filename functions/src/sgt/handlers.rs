@@ -62,11 +62,20 @@ pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJ
     let end_time = end_time(&req.end_time)?;
     let doc = req.doc.unwrap_or_default();
     client_data(&doc)?;
+    // Re-keying a platform API key keeps its owner and permissions.
+    let existing = state.repo.get_secret(&req.secret_id).await?;
+    // A secret without a user owns the models stored under its id, and so does a platform
+    // account under its user id: one may not take the other's.
+    let own_owner = existing.as_ref().is_none_or(|s| s.user_id.is_none());
+    if own_owner && state.v1.repo.user(&req.secret_id).await?.is_some() {
+        return Err(SgtError::Validation(format!(
+            "secret_id {:?} is a platform account's id; choose another",
+            req.secret_id
+        )));
+    }
     let hash = tokio::task::spawn_blocking(move || hash_secret(&req.secret_key))
         .await
         .map_err(SgtError::internal)?;
-    // Re-keying a platform API key keeps its owner and permissions.
-    let existing = state.repo.get_secret(&req.secret_id).await?;
     let now = maas_store::now_secs();
     let secret = maas_store::records::sgt::Secret {
         secret_id: req.secret_id,
