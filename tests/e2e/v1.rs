@@ -26,6 +26,8 @@ on_both_backends!(
     a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too,
     undecodable_path_parameters_are_refused_in_the_envelope,
     an_sgt_secret_cannot_take_a_platform_accounts_id,
+    every_route_refuses_a_caller_without_its_permission,
+    the_password_grant_refuses_bad_forms_in_the_envelope,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -215,6 +217,17 @@ async fn a_user_registers_signs_in_three_ways_and_reads_their_profile(b: Backend
         )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_002"));
+    for (query, want) in [
+        ("stats?period=0d", "VALIDATION_003"),
+        ("stats?period=367d", "VALIDATION_003"),
+        ("stats?period=week", "VALIDATION_002"),
+        ("api-usage?end_date=2026-01-01", "VALIDATION_001"),
+        ("api-usage?start_date=2026-01-01&end_date=2027-06-01", "VALIDATION_003"),
+    ] {
+        let path = format!("/api/v1/users/me/{query}");
+        let (s, v) = app.v1(Method::GET, &path, Some(token(&t)), None).await;
+        assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, want), "{query}: {v}");
+    }
     let (s, v) = app.v1(Method::GET, "/api/v1/system/health", None, None).await;
     assert_eq!((s, v["data"]["status"].clone()), (StatusCode::OK, json!("ok")));
     let (s, v) = app.v1(Method::GET, "/api/v1/no/such/route", None, None).await;
@@ -1150,4 +1163,98 @@ async fn an_sgt_secret_cannot_take_a_platform_accounts_id(b: Backend) {
         })
         .await;
     assert_eq!((mine.len(), &mine[0]["user_unique_id"]), (1, &json!(user_id)));
+}
+
+async fn every_route_refuses_a_caller_without_its_permission(b: Backend) {
+    use maas_functions::routes::ROUTES;
+    use maas_functions::v1::guard::Access;
+    let app = spawn_app(b).await;
+    let admin = app.admin().await;
+    let (t, _) = app.signed_up().await;
+    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(token(&t)), None).await;
+    let path = format!("/api/v1/users/{}", me["data"]["id"].as_str().unwrap());
+    let (s, _) = app
+        .v1(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["viewer"]})))
+        .await;
+    assert_eq!(s, 200);
+    let viewer = maas_functions::v1::permissions::builtin("viewer").unwrap();
+    let mut tested = 0;
+    for route in ROUTES {
+        let Access::Permission(needed) = route.access else {
+            continue;
+        };
+        if viewer.iter().any(|p| p == needed) {
+            continue;
+        }
+        // Ids that name nothing, and an empty body: the guard answers before either is read.
+        let path = route.path.replace('{', "none-").replace('}', "");
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+        let (s, v) = app.v1(method, &path, Some(token(&t)), Some(json!({}))).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "AUTH_003"),
+            "{} {path}: {v}",
+            route.method
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(needed), "{v}");
+        tested += 1;
+    }
+    assert!(tested >= 15, "only {tested} routes need more than a viewer holds");
+}
+
+async fn the_password_grant_refuses_bad_forms_in_the_envelope(b: Backend) {
+    let app = spawn_app(b).await;
+    let (_, name) = app.signed_up().await;
+    let form = |body: String| {
+        app.client
+            .post(format!("{}/api/v1/auth/token", app.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let cases = [
+        (String::new(), StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_001"),
+        (
+            format!("username={name}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_001",
+        ),
+        (
+            format!("grant_type=client_credentials&username={name}&password={PASSWORD}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_003",
+        ),
+        (
+            format!("username={name}&password=wrong-{PASSWORD}"),
+            StatusCode::UNAUTHORIZED,
+            "AUTH_004",
+        ),
+        (
+            format!("username={name}&password={}", "x".repeat(2 << 20)),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_003",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = form(body.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{:.80}", body);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{:.80}: {v}", body);
+    }
+    let r = form(format!(
+        "grant_type=password&username={name}&password={}",
+        urlencode(PASSWORD)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! Every `/api/v1` route that takes a JSON body, found in the OpenAPI document so that a new
-//! route is covered without touching this file: malformed, mistyped, incomplete and oversized
-//! bodies get the envelope's 400/422 with the right code, never a 5xx, on both backends.
+//! route is covered without touching this file: malformed, mistyped (the whole body, or one
+//! field), incomplete and oversized bodies get the envelope's 400/422 with the right code,
+//! never a 5xx, on both backends.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -19,11 +20,23 @@ fn body_schema<'a>(doc: &'a Value, op: &'a Value) -> Option<&'a Value> {
     }
 }
 
+/// The first property whose schema is a string, number, boolean or array: an object is the
+/// wrong type for it.
+fn scalar_field(schema: &Value) -> Option<&str> {
+    let props = schema["properties"].as_object()?;
+    props.iter().find_map(|(name, p)| {
+        let ty = p["type"].as_str().or_else(|| p["type"].as_array()?.first()?.as_str())?;
+        ["string", "integer", "number", "boolean", "array"]
+            .contains(&ty)
+            .then_some(name.as_str())
+    })
+}
+
 async fn every_json_route_refuses_malformed_mistyped_missing_and_oversized_bodies(b: Backend) {
     let app = spawn_app(b).await;
     let admin = app.admin().await;
     let (_, doc, _) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
-    let mut tested = 0;
+    let (mut tested, mut mistyped) = (0, 0);
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let Some(schema) = body_schema(&doc, op) else {
@@ -48,6 +61,12 @@ async fn every_json_route_refuses_malformed_mistyped_missing_and_oversized_bodie
             ];
             if required > 0 {
                 cases.push(("{}".to_string(), StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_001"));
+            }
+            if let Some(field) = scalar_field(schema) {
+                // One field of the wrong type is named, whatever else is missing.
+                let body = json!({ field: {"nested": true} }).to_string();
+                cases.push((body, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_002"));
+                mistyped += 1;
             }
             for (body, status, code) in cases {
                 let r = app
@@ -76,6 +95,7 @@ async fn every_json_route_refuses_malformed_mistyped_missing_and_oversized_bodie
     }
     // Sign-up, sign-in (2), refresh, OAuth, profile, password, keys, roles (2), check, users (2).
     assert!(tested >= 13, "only {tested} JSON routes found in the document");
+    assert!(mistyped >= 12, "only {mistyped} routes had a field to mistype");
     // The admin's session survived all of that.
     let (s, _) = app.v1(Method::GET, "/api/v1/auth/me", Some(&admin), None).await;
     assert_eq!(s, 200);

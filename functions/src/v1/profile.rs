@@ -239,11 +239,14 @@ pub async fn stats(
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Usage> {
     let period = q.period.unwrap_or_else(|| "30d".into());
+    // Not `Nd` at all is ill-formatted (002); a day count out of range is refused (003).
     let days: i64 = period
         .strip_suffix('d')
         .and_then(|d| d.parse().ok())
-        .filter(|d| (1..=366).contains(d))
-        .ok_or_else(|| ApiError::field(Code::Validation003, "period", "period must be 1d to 366d").unprocessable())?;
+        .ok_or_else(|| ApiError::field(Code::Validation002, "period", "period must look like 30d").unprocessable())?;
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::field(Code::Validation003, "period", "period must be 1d to 366d").unprocessable());
+    }
     let today = time::OffsetDateTime::now_utc().date();
     let start = today - time::Duration::days(days - 1);
     Ok(ok(usage(&state, &who.user, start, today).await?))
