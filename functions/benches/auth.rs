@@ -54,7 +54,7 @@ async fn fixture(dir: &std::path::Path) -> Fixture {
     let user = state.v1.repo.user_by(Unique::Email, EMAIL).await.unwrap().unwrap();
     let tokens = start_session(&state, &user).await.unwrap();
     let jwt = bearer(&tokens.access_token);
-    let who = authenticate(&state, &jwt).await.unwrap();
+    let who = authenticate(&state, &jwt, "127.0.0.1").await.unwrap();
     let new_key = NewApiKey {
         name: "bench".into(),
         permissions: vec!["profile:read".into()],
@@ -85,10 +85,16 @@ fn auth(c: &mut Criterion) {
         b.iter(|| rt.block_on(f.state.v1.repo.user(black_box(&f.user_id))).unwrap())
     });
     g.bench_function("JWT", |b| {
-        b.iter(|| rt.block_on(authenticate(&f.state, black_box(&f.jwt))).unwrap())
+        b.iter(|| {
+            rt.block_on(authenticate(&f.state, black_box(&f.jwt), "127.0.0.1"))
+                .unwrap()
+        })
     });
     g.bench_function("API key", |b| {
-        b.iter(|| rt.block_on(authenticate(&f.state, black_box(&f.key))).unwrap())
+        b.iter(|| {
+            rt.block_on(authenticate(&f.state, black_box(&f.key), "127.0.0.1"))
+                .unwrap()
+        })
     });
     g.finish();
     let mut g = c.benchmark_group("sign-in");

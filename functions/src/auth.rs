@@ -81,21 +81,8 @@ impl SecretVerifier {
         if let Some(hex) = phc.strip_prefix("sha256$") {
             return verify_key(secret, hex);
         }
-        let digest: [u8; 32] = Sha256::new()
-            .chain_update(id.as_bytes())
-            .chain_update([0])
-            .chain_update(secret.as_bytes())
-            .chain_update([0])
-            .chain_update(phc.as_bytes())
-            .finalize()
-            .into();
-        if self
-            .verified
-            .lock()
-            .expect("lock")
-            .get(&digest)
-            .is_some_and(|t| t.elapsed() < REMEMBER)
-        {
+        let digest = remembered_as(id, secret, phc);
+        if self.remembers(&digest) {
             return true;
         }
         let (secret, phc) = (secret.to_string(), phc.to_string());
@@ -110,6 +97,21 @@ impl SecretVerifier {
 }
 
 impl SecretVerifier {
+    /// Whether [`Self::verify`] would run argon2: the hash is not a fast one and this very
+    /// secret was not verified lately. Only such checks are worth guessing, so only they are
+    /// counted against the caller's address.
+    pub fn is_costly(&self, id: &str, secret: &str, phc: &str) -> bool {
+        !phc.starts_with("sha256$") && !self.remembers(&remembered_as(id, secret, phc))
+    }
+
+    fn remembers(&self, digest: &[u8; 32]) -> bool {
+        self.verified
+            .lock()
+            .expect("lock")
+            .get(digest)
+            .is_some_and(|t| t.elapsed() < REMEMBER)
+    }
+
     /// Checks a password against its argon2id hash, off the async threads and never cached:
     /// every sign-in pays the full cost, which is what makes guessing slow.
     pub async fn verify_password(&self, password: &str, phc: &str) -> bool {
@@ -118,6 +120,18 @@ impl SecretVerifier {
             .await
             .unwrap_or(false)
     }
+}
+
+/// The cache key of a verified (id, secret, stored hash).
+fn remembered_as(id: &str, secret: &str, phc: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(id.as_bytes())
+        .chain_update([0])
+        .chain_update(secret.as_bytes())
+        .chain_update([0])
+        .chain_update(phc.as_bytes())
+        .finalize()
+        .into()
 }
 
 #[cfg(test)]

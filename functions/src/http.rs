@@ -83,6 +83,34 @@ impl IntoResponse for SgtError {
     }
 }
 
+/// The caller's address: API Gateway's source IP in Lambda, the peer address locally.
+/// `X-Forwarded-For` is not trusted: anyone can write it.
+pub fn client_ip(extensions: &axum::http::Extensions) -> String {
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
+        extensions.get::<lambda_http::request::RequestContext>()
+    {
+        if let Some(ip) = &ctx.http.source_ip {
+            return ip.clone();
+        }
+    }
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The caller's address, for what is counted per address (failed sign-ins and secret checks).
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(&parts.extensions)))
+    }
+}
+
 /// The raw request body, with the body limit reported as an SGT error.
 pub struct SgtBody(pub Bytes);
 

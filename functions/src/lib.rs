@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod credentials;
+pub mod failures;
 pub mod http;
 pub mod lambda;
 pub mod routes;

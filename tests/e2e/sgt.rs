@@ -36,6 +36,7 @@ on_both_backends!(
     bad_bodies_are_refused_credentials_first_then_with_a_validation_exception,
     eight_clients_running_at_once_all_get_correct_answers,
     sgt_clients_big_bodies_are_accepted,
+    guessing_secrets_from_one_address_is_cut_off_before_the_slow_hash,
 );
 
 async fn secrets_are_created_checked_rotated_and_expire(b: Backend) {
@@ -657,4 +658,27 @@ async fn sgt_clients_big_bodies_are_accepted(b: Backend) {
     // Stop the background training this upload started before the test ends.
     app.ok(DELETE, user.with(json!({"name": "wide", "app_name": "a"})))
         .await;
+}
+
+async fn guessing_secrets_from_one_address_is_cut_off_before_the_slow_hash(b: Backend) {
+    let app = spawn_app(b).await;
+    let (known, fresh) = (app.new_user().await, app.new_user().await);
+    // Verified once before the guessing starts: a working client is not locked out.
+    assert_eq!(app.ok(CHECK, known.creds()).await, json!(true));
+    let guess = |key: &str| json!({"secret_id": fresh.id, "secret_key": key});
+    for n in 0..20 {
+        assert_eq!(
+            app.ok(CHECK, guess(&format!("guess-{n}"))).await,
+            json!(false),
+            "guess {n}"
+        );
+    }
+    // Past the limit nothing is verified, not even the right key, on any route.
+    let throttled = app.fails(CHECK, guess("guess-20"), "AuthException").await;
+    assert!(throttled.contains("too many failed"), "{throttled}");
+    app.fails(CHECK, fresh.creds(), "AuthException").await;
+    app.fails(MINE, fresh.creds(), "AuthException").await;
+    app.fails(CREATE, guess("x"), "AuthException").await;
+    assert_eq!(app.ok(CHECK, known.creds()).await, json!(true));
+    assert!(app.my_models(&known).await.is_empty());
 }

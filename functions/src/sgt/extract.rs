@@ -9,9 +9,10 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::requests::*;
-use crate::credentials;
-use crate::http::{parse_json, SgtBody, SgtError};
+use crate::credentials::{self, Checked, THROTTLED};
+use crate::http::{client_ip, parse_json, ClientIp, SgtBody, SgtError};
 use crate::state::AppState;
+use maas_store::records::sgt::Secret;
 
 pub const BAD_SECRET: &str = "invalid or expired secret_id / secret_key";
 pub const BAD_SYSTEM_KEY: &str = "invalid system key";
@@ -42,10 +43,11 @@ impl<T: SgtRequest> FromRequest<AppState> for SgtJson<T> {
     type Rejection = SgtError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, SgtError> {
+        let from = ClientIp(client_ip(req.extensions()));
         let SgtBody(body) = SgtBody::from_request(req, state).await?;
         match parse_json(&body) {
             Ok(value) => Ok(SgtJson(value)),
-            Err(problem) => Err(refuse(state, &body, T::CALLER, problem).await),
+            Err(problem) => Err(refuse(state, &body, T::CALLER, problem, &from).await),
         }
     }
 }
@@ -61,7 +63,7 @@ struct Claimed {
 /// The answer to `body`, refused for `problem`: `AuthException` unless it carries the right
 /// credentials for `caller`. A body that is not a JSON object keeps `problem`: there is no
 /// claim in it to check.
-pub async fn refuse(state: &AppState, body: &[u8], caller: Caller, problem: SgtError) -> SgtError {
+pub async fn refuse(state: &AppState, body: &[u8], caller: Caller, problem: SgtError, from: &ClientIp) -> SgtError {
     let Ok(claimed) = sonic_rs::from_slice::<Claimed>(body) else {
         return problem;
     };
@@ -70,20 +72,33 @@ pub async fn refuse(state: &AppState, body: &[u8], caller: Caller, problem: SgtE
             .and_then(|v| sonic_rs::JsonValueTrait::as_str(v))
             .map(str::to_owned)
     };
-    let proven = match caller {
-        Caller::System => text(&claimed.key).is_some_and(|k| is_system_key(state, &k)),
-        Caller::Secret => match (text(&claimed.secret_id), text(&claimed.secret_key)) {
-            (Some(id), Some(key)) => match credentials::verify(state, &id, &key).await {
-                Ok(secret) => secret.is_some(),
-                Err(e) => return e.into(),
-            },
-            _ => false,
+    let (id, key) = (text(&claimed.secret_id), text(&claimed.secret_key));
+    match caller {
+        Caller::System if text(&claimed.key).is_some_and(|k| is_system_key(state, &k)) => problem,
+        Caller::System => SgtError::Auth(BAD_SYSTEM_KEY.into()),
+        Caller::Secret => match check(state, id.as_deref(), key.as_deref(), from).await {
+            Ok(Some(_)) => problem,
+            Ok(None) => SgtError::Auth(BAD_SECRET.into()),
+            Err(e) => e,
         },
+    }
+}
+
+/// The secret `id` names, when `key` is its key: `None` when either is missing or wrong, and
+/// an `AuthException` when the address is throttled.
+pub async fn check(
+    state: &AppState,
+    id: Option<&str>,
+    key: Option<&str>,
+    from: &ClientIp,
+) -> Result<Option<Secret>, SgtError> {
+    let (Some(id), Some(key)) = (id, key) else {
+        return Ok(None);
     };
-    match (proven, caller) {
-        (true, _) => problem,
-        (false, Caller::System) => SgtError::Auth(BAD_SYSTEM_KEY.into()),
-        (false, Caller::Secret) => SgtError::Auth(BAD_SECRET.into()),
+    match credentials::verify(state, id, key, &from.0).await? {
+        Checked::Valid(secret) => Ok(Some(secret)),
+        Checked::Invalid => Ok(None),
+        Checked::Throttled => Err(SgtError::Auth(THROTTLED.into())),
     }
 }
 

@@ -7,12 +7,11 @@ use maas_store::records::sgt::{AppendError, SgtModel};
 use maas_store::StoreError;
 
 use super::answer::rows_json;
-use super::extract::{is_system_key, refuse, Caller, SgtJson, BAD_SECRET, BAD_SYSTEM_KEY};
+use super::extract::{check, is_system_key, refuse, Caller, SgtJson, BAD_SECRET, BAD_SYSTEM_KEY};
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
-use crate::credentials;
-use crate::http::{json_bytes, ok, parse_json, SgtBody, SgtError};
+use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtBody, SgtError};
 use crate::state::AppState;
 use crate::v1::guard::key_principal;
 
@@ -21,9 +20,14 @@ type Reply = Result<Response, SgtError>;
 /// Authenticates a secret id/key pair and returns whose models it reaches. A key made through
 /// `/api/v1` must hold `permission` as it would there: named by the key and granted by its
 /// user's current roles.
-async fn authenticate(state: &AppState, creds: &Credentials, permission: &str) -> Result<String, SgtError> {
+async fn authenticate(
+    state: &AppState,
+    creds: &Credentials,
+    permission: &str,
+    from: &ClientIp,
+) -> Result<String, SgtError> {
     let denied = || SgtError::Auth(BAD_SECRET.into());
-    let secret = credentials::verify(state, &creds.secret_id, &creds.secret_key)
+    let secret = check(state, Some(&creds.secret_id), Some(&creds.secret_key), from)
         .await?
         .ok_or_else(denied)?;
     if secret.user_id.is_none() {
@@ -92,14 +96,17 @@ pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJ
     Ok(ok(()))
 }
 
-pub async fn check_auth_token(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
-    Ok(ok(credentials::verify(&state, &creds.secret_id, &creds.secret_key)
-        .await?
-        .is_some()))
+pub async fn check_auth_token(
+    State(state): State<AppState>,
+    from: ClientIp,
+    SgtJson(creds): SgtJson<Credentials>,
+) -> Reply {
+    let secret = check(&state, Some(&creds.secret_id), Some(&creds.secret_key), &from).await?;
+    Ok(ok(secret.is_some()))
 }
 
-pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<CreateModel>) -> Reply {
-    let owner = authenticate(&state, &req.creds, "model:write").await?;
+pub async fn create_model(State(state): State<AppState>, from: ClientIp, SgtJson(req): SgtJson<CreateModel>) -> Reply {
+    let owner = authenticate(&state, &req.creds, "model:write", &from).await?;
     identifier("name", &req.name)?;
     identifier("app_name", &req.app_name)?;
     client_data(&req.client_data)?;
@@ -143,16 +150,20 @@ pub async fn create_model(State(state): State<AppState>, SgtJson(req): SgtJson<C
     }
 }
 
-pub async fn delete_model(State(state): State<AppState>, SgtJson(req): SgtJson<ModelAddress>) -> Reply {
-    let owner = authenticate(&state, &req.creds, "model:write").await?;
+pub async fn delete_model(State(state): State<AppState>, from: ClientIp, SgtJson(req): SgtJson<ModelAddress>) -> Reply {
+    let owner = authenticate(&state, &req.creds, "model:write", &from).await?;
     match state.repo.delete_model(&owner, &req.app_name, &req.name).await? {
         Some(_) => Ok(ok(())),
         None => Err(no_model(&req.app_name, &req.name)),
     }
 }
 
-pub async fn update_client_data(State(state): State<AppState>, SgtJson(req): SgtJson<UpdateClientData>) -> Reply {
-    let owner = authenticate(&state, &req.model.creds, "model:write").await?;
+pub async fn update_client_data(
+    State(state): State<AppState>,
+    from: ClientIp,
+    SgtJson(req): SgtJson<UpdateClientData>,
+) -> Reply {
+    let owner = authenticate(&state, &req.model.creds, "model:write", &from).await?;
     client_data(&req.client_data)?;
     let key = SgtModel::key_for(&owner, &req.model.app_name, &req.model.name);
     match state
@@ -165,20 +176,32 @@ pub async fn update_client_data(State(state): State<AppState>, SgtJson(req): Sgt
     }
 }
 
-pub async fn read_my_models(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
-    let owner = authenticate(&state, &creds, "model:read").await?;
+pub async fn read_my_models(
+    State(state): State<AppState>,
+    from: ClientIp,
+    SgtJson(creds): SgtJson<Credentials>,
+) -> Reply {
+    let owner = authenticate(&state, &creds, "model:read", &from).await?;
     let models = state.repo.list_models(&owner).await?;
     Ok(ok(models.into_iter().map(ModelView::from).collect::<Vec<_>>()))
 }
 
-pub async fn read_public_models(State(state): State<AppState>, SgtJson(creds): SgtJson<Credentials>) -> Reply {
-    authenticate(&state, &creds, "model:read").await?;
+pub async fn read_public_models(
+    State(state): State<AppState>,
+    from: ClientIp,
+    SgtJson(creds): SgtJson<Credentials>,
+) -> Reply {
+    authenticate(&state, &creds, "model:read", &from).await?;
     let models = state.repo.list_public_models().await?;
     Ok(ok(models.into_iter().map(ModelView::from).collect::<Vec<_>>()))
 }
 
-pub async fn clone_model_to_mine(State(state): State<AppState>, SgtJson(req): SgtJson<CloneModel>) -> Reply {
-    let me = authenticate(&state, &req.creds, "model:write").await?;
+pub async fn clone_model_to_mine(
+    State(state): State<AppState>,
+    from: ClientIp,
+    SgtJson(req): SgtJson<CloneModel>,
+) -> Reply {
+    let me = authenticate(&state, &req.creds, "model:write", &from).await?;
     identifier("new_name", &req.new_name)?;
     let source = state
         .repo
@@ -238,12 +261,12 @@ fn model_ref(m: &SgtModel) -> ModelRef {
     }
 }
 
-pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) -> Reply {
+pub async fn run_model(State(state): State<AppState>, from: ClientIp, SgtBody(body): SgtBody) -> Reply {
     let (address, rows) = match parse_run(&body) {
         Ok(parsed) => parsed,
-        Err(problem) => return Err(refuse(&state, &body, Caller::Secret, problem).await),
+        Err(problem) => return Err(refuse(&state, &body, Caller::Secret, problem, &from).await),
     };
-    let owner = authenticate(&state, &address.creds, "inference:create").await?;
+    let owner = authenticate(&state, &address.creds, "inference:create", &from).await?;
     let model = own_model(&state, &owner, &address).await?;
     let Rows {
         values: rows,
@@ -287,8 +310,12 @@ pub async fn run_model(State(state): State<AppState>, SgtBody(body): SgtBody) ->
     Ok(json_bytes(rows_json(&out, out_size)))
 }
 
-pub async fn upload_train_data(State(state): State<AppState>, SgtJson(req): SgtJson<UploadTrainData>) -> Reply {
-    let owner = authenticate(&state, &req.model.creds, "dataset:write").await?;
+pub async fn upload_train_data(
+    State(state): State<AppState>,
+    from: ClientIp,
+    SgtJson(req): SgtJson<UploadTrainData>,
+) -> Reply {
+    let owner = authenticate(&state, &req.model.creds, "dataset:write", &from).await?;
     let model = own_model(&state, &owner, &req.model).await?;
     let data = req.train_data;
     if data.pairs == 0 {

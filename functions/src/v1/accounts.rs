@@ -14,6 +14,7 @@ use super::profile::{conflict_on_race, validate_profile, UserSummary};
 use super::tokens::{random_id, sha256_hex, RefreshToken};
 use super::validate;
 use crate::auth::{dummy_hash, hash_secret};
+use crate::failures;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -226,21 +227,14 @@ pub async fn token(
     Ok(ok(sign_in(&state, &ip.0, &req.username, &req.password).await?))
 }
 
-/// Failed sign-ins allowed per account name and per IP in one window, before refusing more.
-const FAILURES_PER_ACCOUNT: i64 = 5;
-const FAILURES_PER_IP: i64 = 20;
-const FAILURE_WINDOW: i64 = 900;
-
 /// Verifies the password (against a dummy hash when the account does not exist, so the answer
-/// and its timing are the same), counting failures per account name and per IP.
+/// and its timing are the same), counting failures per account name and per address.
 async fn sign_in(state: &AppState, ip: &str, identifier: &str, password: &str) -> Result<Tokens, ApiError> {
     let account = format!("acct:{}", sha256_hex(&identifier.to_lowercase()));
     let repo = &state.v1.repo;
-    let window = (maas_store::now_secs() / FAILURE_WINDOW).to_string();
-    let (account_scope, ip_scope) = (format!("LOGINFAIL#{account}"), format!("LOGINFAIL#ip:{ip}"));
-    let (by_account, by_ip) =
-        tokio::try_join!(repo.counter(&account_scope, &window), repo.counter(&ip_scope, &window),)?;
-    if by_account >= FAILURES_PER_ACCOUNT || by_ip >= FAILURES_PER_IP {
+    let address = failures::address(ip);
+    let (by_account, by_address) = tokio::try_join!(failures::count(repo, &account), failures::count(repo, &address))?;
+    if by_account >= failures::PER_ACCOUNT || by_address >= failures::PER_ADDRESS {
         return Err(ApiError::new(
             Code::TooManyRequests,
             "too many failed sign-ins; try again later",
@@ -264,11 +258,7 @@ async fn sign_in(state: &AppState, ip: &str, identifier: &str, password: &str) -
     match user.filter(|_| verified && hash.is_some()) {
         Some(user) => start_session(state, &user).await,
         None => {
-            let ttl = Some(maas_store::now_secs() + 2 * FAILURE_WINDOW);
-            tokio::try_join!(
-                repo.count(&account_scope, &window, 1, ttl),
-                repo.count(&ip_scope, &window, 1, ttl),
-            )?;
+            tokio::try_join!(failures::record(repo, &account), failures::record(repo, &address))?;
             Err(ApiError::new(Code::Auth004, "wrong email, username or password"))
         }
     }

@@ -1,10 +1,9 @@
 //! The front door of every v1 route: who is calling (access token or API key), whether the
 //! route's permission covers them, and whether their rate limits allow the request.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
@@ -17,7 +16,9 @@ use super::envelope::{with_request_id, ApiError, Code};
 use super::limits::{self, Class, Subject};
 use super::permissions::Grants;
 use super::tokens::parse_api_key;
+use crate::credentials::{Checked, THROTTLED};
 use crate::http::REQUEST_ID;
+pub use crate::http::{client_ip, ClientIp};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -95,10 +96,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Authenticates the request's access token or API key.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, ip: &str) -> Result<Principal, ApiError> {
     let token = credential(headers).ok_or_else(|| ApiError::new(Code::Auth001, "authentication required"))?;
     match parse_api_key(token) {
-        Some((id, secret)) => by_api_key(state, id, secret).await,
+        Some((id, secret)) => by_api_key(state, id, secret, ip).await,
         None => by_access_token(state, token).await,
     }
 }
@@ -118,11 +119,13 @@ async fn by_access_token(state: &AppState, token: &str) -> Result<Principal, Api
     })
 }
 
-async fn by_api_key(state: &AppState, id: &str, secret: &str) -> Result<Principal, ApiError> {
+async fn by_api_key(state: &AppState, id: &str, secret: &str, ip: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::new(Code::Auth004, "invalid or expired API key");
-    let key = crate::credentials::verify(state, id, secret)
-        .await?
-        .ok_or_else(invalid)?;
+    let key = match crate::credentials::verify(state, id, secret, ip).await? {
+        Checked::Valid(key) => key,
+        Checked::Invalid => return Err(invalid()),
+        Checked::Throttled => return Err(ApiError::new(Code::TooManyRequests, THROTTLED)),
+    };
     if key.user_id.is_none() {
         return Err(ApiError::new(
             Code::Auth004,
@@ -160,26 +163,6 @@ pub async fn key_principal(state: &AppState, key: Secret) -> Result<Option<Princ
     }))
 }
 
-/// The caller's address: API Gateway's source IP in Lambda, the peer address locally.
-/// `X-Forwarded-For` is not trusted: anyone can write it.
-pub fn client_ip(req: &Request) -> String {
-    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
-        req.extensions().get::<lambda_http::request::RequestContext>()
-    {
-        if let Some(ip) = &ctx.http.source_ip {
-            return ip.clone();
-        }
-    }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The caller's IP, for handlers that count per IP (sign-in failures).
-#[derive(Clone, Debug)]
-pub struct ClientIp(pub String);
-
 /// What one route's guard needs to know.
 #[derive(Clone)]
 pub struct Guarded {
@@ -200,8 +183,9 @@ pub async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Respon
 }
 
 async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
+    let ip = client_ip(req.extensions());
     let principal = match g.access {
-        Access::Permission(p) => match authenticate(&g.state, req.headers()).await.and_then(|pr| {
+        Access::Permission(p) => match authenticate(&g.state, req.headers(), &ip).await.and_then(|pr| {
             pr.require(p)?;
             Ok(pr)
         }) {
@@ -210,7 +194,6 @@ async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
         },
         _ => None,
     };
-    let ip = client_ip(&req);
     let key_id = match principal.as_ref().map(|p| &p.via) {
         Some(Via::ApiKey(k)) => Some(k.as_str()),
         _ => None,
