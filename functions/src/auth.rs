@@ -76,15 +76,19 @@ impl Default for SecretVerifier {
 }
 
 impl SecretVerifier {
-    /// True when `secret` matches the stored hash (argon2id PHC string or `sha256$hex`).
-    pub async fn verify(&self, id: &str, secret: &str, phc: &str) -> bool {
+    /// Whether `secret` matches the stored hash (argon2id PHC string or `sha256$hex`), when
+    /// that costs nothing: a fast hash, or this very secret verified lately. `None` when only
+    /// argon2 can tell ([`Self::verify_slowly`]); only such checks are worth guessing.
+    pub fn cheap_answer(&self, id: &str, secret: &str, phc: &str) -> Option<bool> {
         if let Some(hex) = phc.strip_prefix("sha256$") {
-            return verify_key(secret, hex);
+            return Some(verify_key(secret, hex));
         }
+        self.remembers(&remembered_as(id, secret, phc)).then_some(true)
+    }
+
+    /// Runs argon2, off the async threads, and remembers a match for [`REMEMBER`].
+    pub async fn verify_slowly(&self, id: &str, secret: &str, phc: &str) -> bool {
         let digest = remembered_as(id, secret, phc);
-        if self.remembers(&digest) {
-            return true;
-        }
         let (secret, phc) = (secret.to_string(), phc.to_string());
         let ok = tokio::task::spawn_blocking(move || verify_hash(&secret, &phc))
             .await
@@ -93,15 +97,6 @@ impl SecretVerifier {
             self.verified.lock().expect("lock").put(digest, Instant::now());
         }
         ok
-    }
-}
-
-impl SecretVerifier {
-    /// Whether [`Self::verify`] would run argon2: the hash is not a fast one and this very
-    /// secret was not verified lately. Only such checks are worth guessing, so only they are
-    /// counted against the caller's address.
-    pub fn is_costly(&self, id: &str, secret: &str, phc: &str) -> bool {
-        !phc.starts_with("sha256$") && !self.remembers(&remembered_as(id, secret, phc))
     }
 
     fn remembers(&self, digest: &[u8; 32]) -> bool {
@@ -138,12 +133,32 @@ fn remembered_as(id: &str, secret: &str, phc: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    impl SecretVerifier {
+        /// Both steps, as `credentials::verify` takes them.
+        async fn verify(&self, id: &str, secret: &str, phc: &str) -> bool {
+            match self.cheap_answer(id, secret, phc) {
+                Some(answer) => answer,
+                None => self.verify_slowly(id, secret, phc).await,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn only_the_right_secret_verifies_and_the_hash_hides_it() {
         let phc = hash_secret("s3cret-value");
         assert!(phc.starts_with("$argon2id$") && !phc.contains("s3cret-value"));
         let v = SecretVerifier::default();
+        assert_eq!(
+            v.cheap_answer("id", "s3cret-value", &phc),
+            None,
+            "argon2 must run first"
+        );
         assert!(v.verify("id", "s3cret-value", &phc).await);
+        assert_eq!(
+            v.cheap_answer("id", "s3cret-value", &phc),
+            Some(true),
+            "then it is remembered"
+        );
         assert!(v.verify("id", "s3cret-value", &phc).await, "cached path agrees");
         assert!(!v.verify("id", "s3cret-valuE", &phc).await);
         assert!(!v.verify("id", "", &phc).await);

@@ -1,6 +1,6 @@
 //! Every SGT endpoint, every documented exception, and bad input of every kind.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
@@ -681,4 +681,12 @@ async fn guessing_secrets_from_one_address_is_cut_off_before_the_slow_hash(b: Ba
     app.fails(CREATE, guess("x"), "AuthException").await;
     assert_eq!(app.ok(CHECK, known.creds()).await, json!(true));
     assert!(app.my_models(&known).await.is_empty());
+    // The same secret presented to /api/v1 as an API key is the same record, and as throttled.
+    let as_api_key = format!("mk_{}.{}", fresh.id, fresh.key);
+    let (s, v, _) = app.call(Method::GET, "/api/v1/users/me", Some(&as_api_key), None).await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("TOO_MANY_REQUESTS")),
+        "{v}"
+    );
 }

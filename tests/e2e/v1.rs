@@ -132,6 +132,11 @@ fn token(v: &Value) -> &str {
     v["access_token"].as_str().unwrap()
 }
 
+/// The user id in sign-in data.
+fn user_id(v: &Value) -> &str {
+    v["user"]["id"].as_str().unwrap()
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or_default()
 }
@@ -994,8 +999,7 @@ async fn managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold(b
     let hank_id = v["data"]["user_id"].as_str().unwrap().to_string();
     let hank = app.login("hank@example.com", PASSWORD).await;
     let h = Some(token(&hank));
-    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", adm, None).await;
-    let admin_id = me["data"]["id"].as_str().unwrap().to_string();
+    let admin_id = user_id(&app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await).to_string();
 
     let refused = [
         (
@@ -1093,8 +1097,7 @@ async fn a_demoted_users_keys_lose_the_dropped_permissions_in_the_sgt_api_too(b:
         .sgt_key(token(&t), &["model:read", "model:write", "inference:create"])
         .await;
     app.create_model(&key, "a", "before", 2, 1, false).await;
-    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(token(&t)), None).await;
-    let path = format!("/api/v1/users/{}", me["data"]["id"].as_str().unwrap());
+    let path = format!("/api/v1/users/{}", user_id(&t));
     let (s, v) = app
         .v1(Method::PUT, &path, adm, Some(json!({"roles": ["viewer"]})))
         .await;
@@ -1143,14 +1146,13 @@ async fn an_sgt_secret_cannot_take_a_platform_accounts_id(b: Backend) {
     let (t, _) = app.signed_up().await;
     let key = app.sgt_key(token(&t), &["model:read", "model:write"]).await;
     app.create_model(&key, "a", "mine", 2, 1, false).await;
-    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(token(&t)), None).await;
-    let user_id = me["data"]["id"].as_str().unwrap();
+    let account = user_id(&t);
     // Such a secret would own the account's models: refused, and nothing is stored.
     let squat =
-        json!({"key": app.system_key, "secret_id": user_id, "secret_key": "k", "end_time": "2099-01-01 00:00:00"});
+        json!({"key": app.system_key, "secret_id": account, "secret_key": "k", "end_time": "2099-01-01 00:00:00"});
     let message = app.fails(UPDATE, squat, "ValidationException").await;
     assert!(message.contains("platform account"), "{message}");
-    app.fails(MINE, json!({"secret_id": user_id, "secret_key": "k"}), "AuthException")
+    app.fails(MINE, json!({"secret_id": account, "secret_key": "k"}), "AuthException")
         .await;
     // Re-keying the account's own API key through the same route still works, and keeps its owner.
     let rekey =
@@ -1162,7 +1164,7 @@ async fn an_sgt_secret_cannot_take_a_platform_accounts_id(b: Backend) {
             key: "rotated".into(),
         })
         .await;
-    assert_eq!((mine.len(), &mine[0]["user_unique_id"]), (1, &json!(user_id)));
+    assert_eq!((mine.len(), &mine[0]["user_unique_id"]), (1, &json!(account)));
 }
 
 async fn every_route_refuses_a_caller_without_its_permission(b: Backend) {
@@ -1171,8 +1173,7 @@ async fn every_route_refuses_a_caller_without_its_permission(b: Backend) {
     let app = spawn_app(b).await;
     let admin = app.admin().await;
     let (t, _) = app.signed_up().await;
-    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(token(&t)), None).await;
-    let path = format!("/api/v1/users/{}", me["data"]["id"].as_str().unwrap());
+    let path = format!("/api/v1/users/{}", user_id(&t));
     let (s, _) = app
         .v1(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["viewer"]})))
         .await;

@@ -76,25 +76,20 @@ pub async fn refuse(state: &AppState, body: &[u8], caller: Caller, problem: SgtE
     match caller {
         Caller::System if text(&claimed.key).is_some_and(|k| is_system_key(state, &k)) => problem,
         Caller::System => SgtError::Auth(BAD_SYSTEM_KEY.into()),
-        Caller::Secret => match check(state, id.as_deref(), key.as_deref(), from).await {
-            Ok(Some(_)) => problem,
-            Ok(None) => SgtError::Auth(BAD_SECRET.into()),
-            Err(e) => e,
+        Caller::Secret => match (id, key) {
+            (Some(id), Some(key)) => match check(state, &id, &key, from).await {
+                Ok(Some(_)) => problem,
+                Ok(None) => SgtError::Auth(BAD_SECRET.into()),
+                Err(e) => e,
+            },
+            _ => SgtError::Auth(BAD_SECRET.into()),
         },
     }
 }
 
-/// The secret `id` names, when `key` is its key: `None` when either is missing or wrong, and
-/// an `AuthException` when the address is throttled.
-pub async fn check(
-    state: &AppState,
-    id: Option<&str>,
-    key: Option<&str>,
-    from: &ClientIp,
-) -> Result<Option<Secret>, SgtError> {
-    let (Some(id), Some(key)) = (id, key) else {
-        return Ok(None);
-    };
+/// The secret `id` names, when `key` is its key (`None` otherwise), or an `AuthException` when
+/// the address is throttled.
+pub async fn check(state: &AppState, id: &str, key: &str, from: &ClientIp) -> Result<Option<Secret>, SgtError> {
     match credentials::verify(state, id, key, &from.0).await? {
         Checked::Valid(secret) => Ok(Some(secret)),
         Checked::Invalid => Ok(None),

@@ -27,7 +27,7 @@ async fn authenticate(
     from: &ClientIp,
 ) -> Result<String, SgtError> {
     let denied = || SgtError::Auth(BAD_SECRET.into());
-    let secret = check(state, Some(&creds.secret_id), Some(&creds.secret_key), from)
+    let secret = check(state, &creds.secret_id, &creds.secret_key, from)
         .await?
         .ok_or_else(denied)?;
     if secret.user_id.is_none() {
@@ -101,7 +101,7 @@ pub async fn check_auth_token(
     from: ClientIp,
     SgtJson(creds): SgtJson<Credentials>,
 ) -> Reply {
-    let secret = check(&state, Some(&creds.secret_id), Some(&creds.secret_key), &from).await?;
+    let secret = check(&state, &creds.secret_id, &creds.secret_key, &from).await?;
     Ok(ok(secret.is_some()))
 }
 
