@@ -280,12 +280,16 @@ impl SgtRepo {
         };
         let blob = format!("{}data/{}.f32", first.blob_prefix(), uuid::Uuid::new_v4());
         self.blobs.put(&blob, data).await?;
+        let mut outcome = AppendError::Store(StoreError::backend("too much contention appending training data"));
         for _ in 0..CAS_RETRIES {
             let Some(mut model) = self.get::<SgtModel>(&key).await? else {
+                outcome = AppendError::NoModel;
                 break;
             };
             if model.model_id != first.model_id {
-                break; // deleted and re-created meanwhile: this data belonged to the old one
+                // Deleted and re-created meanwhile: this data belonged to the old one.
+                outcome = AppendError::NoModel;
+                break;
             }
             let expected = model.ver;
             model.data_version += 1;
@@ -320,7 +324,7 @@ impl SgtRepo {
         // Only here is it certain that no record points at the blob. After a store error the
         // write may still have landed, and a stray blob is safer than a chunk without data.
         self.blobs.delete(&blob).await.ok();
-        Err(AppendError::NoModel)
+        Err(outcome)
     }
 
     /// Copies `source` (weights and fields) to `new_name` under `owner`. `ConditionFailed` when
