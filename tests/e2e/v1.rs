@@ -580,6 +580,18 @@ async fn api_keys_work_in_both_apis_and_only_within_their_permissions(b: Backend
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // An empty X-API-Key carries no credential; two different credentials are refused.
+    for (x_api_key, status) in [("", 200), (key.as_str(), 200), (tok, 401)] {
+        let r = app
+            .client
+            .get(format!("{}/api/v1/users/me", app.url))
+            .bearer_auth(&key)
+            .header("x-api-key", x_api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "X-API-Key {x_api_key:?} beside a bearer key");
+    }
     let (s, v) = app.v1(Method::GET, "/api/v1/users/me/api-keys", Some(&key), None).await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "AUTH_003"));
     // A key cannot grant what its user lacks, nor name unknown permissions or a past expiry.

@@ -80,11 +80,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-/// The credential a request carries, if any.
-fn credential(headers: &HeaderMap) -> Option<&str> {
-    match headers.get("x-api-key") {
-        Some(key) => key.to_str().ok(),
-        None => bearer(headers),
+/// The credential a request carries, if any. An empty `X-API-Key` carries none. Two different
+/// credentials are refused rather than one of them silently chosen.
+fn credential(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let api_key = match headers.get("x-api-key").map(|v| v.to_str().map(str::trim)) {
+        Some(Ok("")) | None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(_)) => return Err(ApiError::new(Code::Auth001, "invalid token: malformed")),
+    };
+    match (api_key, bearer(headers)) {
+        (Some(key), Some(token)) if key != token => Err(ApiError::new(
+            Code::Auth001,
+            "two different credentials: send one, in Authorization or X-API-Key",
+        )),
+        (key, token) => Ok(key.or(token)),
     }
 }
 
@@ -97,7 +106,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Authenticates the request's access token or API key.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap, ip: &str) -> Result<Principal, ApiError> {
-    let token = credential(headers).ok_or_else(|| ApiError::new(Code::Auth001, "authentication required"))?;
+    let token = credential(headers)?.ok_or_else(|| ApiError::new(Code::Auth001, "authentication required"))?;
     match parse_api_key(token) {
         Some((id, secret)) => by_api_key(state, id, secret, ip).await,
         None => by_access_token(state, token).await,
