@@ -133,6 +133,9 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
             "request body is empty; expected a JSON object".into(),
         ));
     }
+    if is_json_non_object(bytes) {
+        return Err(SgtError::Validation("invalid request: expected a JSON object".into()));
+    }
     sonic_rs::from_slice(bytes).map_err(|e| {
         let what = if e.is_syntax() || e.is_eof() {
             "malformed JSON"
@@ -141,6 +144,16 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
         };
         SgtError::Validation(format!("{what}: {e}"))
     })
+}
+
+/// Whether a JSON text is a value other than an object: an array, string, number, `true`,
+/// `false` or `null`. serde's derived structs accept an array too, field by field in order,
+/// which no client means: every body here is an object.
+pub fn is_json_non_object(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    )
 }
 
 /// A successful SGT answer: the raw JSON result with status 200.

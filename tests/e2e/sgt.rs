@@ -555,6 +555,14 @@ async fn bad_bodies_are_refused_credentials_first_then_with_a_validation_excepti
                 "{path} {body:?}: {v}"
             );
         }
+        // Nor is an array of the right credentials in field order, which serde would accept.
+        let positional = json!([user.id, user.key]).to_string();
+        let (status, v) = app.post_raw(path, positional.clone()).await;
+        assert_eq!(
+            (status, v["exception"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("ValidationException")),
+            "{path} {positional}: {v}"
+        );
         // An object without its sender's credentials, or with mistyped or wrong ones, says only
         // that, whatever else is wrong with it.
         let system = json!({"key": app.system_key});

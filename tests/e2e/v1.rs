@@ -856,6 +856,15 @@ async fn admins_manage_users_and_roles(b: Backend) {
     );
     let (s, v) = app.v1(Method::GET, "/api/v1/users?limit=abc", adm, None).await;
     assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_002"));
+    for (query, field) in [("page=0", "page"), ("page=1000001", "page"), ("limit=101", "limit")] {
+        let (s, v) = app.v1(Method::GET, &format!("/api/v1/users?{query}"), adm, None).await;
+        let got = (s, code(&v), v["error"]["details"][0]["field"].as_str());
+        assert_eq!(
+            got,
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_003", Some(field)),
+            "{query}"
+        );
+    }
     let (s, v) = app
         .v1(
             Method::PUT,

@@ -53,6 +53,12 @@ async fn every_json_route_refuses_malformed_mistyped_missing_and_oversized_bodie
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "VALIDATION_002",
                 ),
+                // serde would fill a struct from an array, field by field.
+                (
+                    "[null, null]".to_string(),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "VALIDATION_002",
+                ),
                 (
                     json!({"pad": "x".repeat(2 << 20)}).to_string(),
                     StatusCode::BAD_REQUEST,

@@ -303,11 +303,10 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Option<RefreshRequest>,
     responses((status = 200, body = super::envelope::Envelope<Tokens>), (status = 401, description = "Missing, invalid, reused or expired refresh token", body = super::envelope::ErrorBody)))]
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, ApiBody(body): ApiBody) -> ApiResult<Tokens> {
-    // The body is optional here, so it is parsed only when there is one.
-    let from_body: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else {
-        parse_json::<Option<RefreshRequest>>(&body)?.unwrap_or_default()
+    // The body is optional here (none, or `null`), so it is parsed only when there is one.
+    let from_body: RefreshRequest = match body.trim_ascii() {
+        b"" | b"null" => RefreshRequest::default(),
+        _ => parse_json(&body)?,
     };
     let presented = from_body
         .refresh_token

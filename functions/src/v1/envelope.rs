@@ -306,6 +306,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected a JSON object",
         ));
     }
+    if crate::http::is_json_non_object(bytes) {
+        return Err(describe(
+            ".".into(),
+            "invalid type: expected a JSON object".into(),
+            false,
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let syntax = e.inner().is_syntax() || e.inner().is_eof();

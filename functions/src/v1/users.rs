@@ -12,11 +12,14 @@ use super::permissions::RoleName;
 use super::profile::{conflict_on_race, profile_of, Profile, ProfileUpdate};
 use crate::state::AppState;
 
+/// The last page a listing serves; the document states it, so no client meets an unstated limit.
+const MAX_PAGE: u32 = 1_000_000;
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// 1-based page; 1 by default.
-    #[param(minimum = 1)]
+    /// 1-based page, at most 1,000,000; 1 by default.
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
     /// Page size, 1 to 100; 20 by default.
     #[param(minimum = 1, maximum = 100)]
@@ -53,12 +56,12 @@ async fn view(state: &AppState, user: &User) -> Result<Profile, ApiError> {
 pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<UserPage> {
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(20);
-    if page == 0 || !(1..=100).contains(&limit) {
-        return Err(ApiError::field(
-            Code::Validation003,
-            "limit",
-            "page >= 1 and 1 <= limit <= 100",
-        ));
+    if !(1..=MAX_PAGE).contains(&page) {
+        let message = format!("page must be 1 to {MAX_PAGE}");
+        return Err(ApiError::field(Code::Validation003, "page", message));
+    }
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field(Code::Validation003, "limit", "limit must be 1 to 100"));
     }
     let needle = q.search.unwrap_or_default().to_lowercase();
     let users: Vec<User> = state
