@@ -421,4 +421,30 @@ mod tests {
             assert!(op.is_some(), "{} is not documented as {}", r.name, r.method);
         }
     }
+
+    #[test]
+    fn every_response_link_names_an_operation_and_its_parameters() {
+        let doc = crate::v1::openapi::document();
+        let operations: std::collections::HashMap<&str, &serde_json::Value> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|op| (op["operationId"].as_str().unwrap(), op))
+            .collect();
+        let mut links = 0;
+        for op in operations.values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    let target = operations[link["operationId"].as_str().expect(name)];
+                    for param in link["parameters"].as_object().unwrap().keys() {
+                        let mut declared = target["parameters"].as_array().into_iter().flatten();
+                        assert!(declared.any(|p| p["name"] == *param), "{name}: no parameter {param}");
+                    }
+                    links += 1;
+                }
+            }
+        }
+        assert!(links >= 4, "only {links} links");
+    }
 }

@@ -93,7 +93,9 @@ fn expiry(expires_at: Option<&str>, now: i64) -> Result<i64, ApiError> {
 
 /// Creates an API key. The answer is the only time the secret is shown.
 #[utoipa::path(post, path = "/api/v1/users/me/api-keys", tag = "api-keys", request_body = NewApiKey,
-    responses((status = 201, body = super::envelope::Envelope<CreatedApiKey>)))]
+    responses((status = 201, body = super::envelope::Envelope<CreatedApiKey>, links(
+        ("DeleteApiKey" = (operation_id = "v1-api-keys-delete", parameters(("key_id" = "$response.body#/data/id"))))
+    ))))]
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,

@@ -119,8 +119,42 @@ fn build() -> OpenApi {
         .build()
 }
 
-/// The document, built once.
-pub fn document() -> &'static OpenApi {
-    static DOC: OnceLock<OpenApi> = OnceLock::new();
-    DOC.get_or_init(build)
+/// The document as served, built once.
+pub fn document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(build()).expect("the OpenAPI document serializes");
+        spell_links_as_openapi_does(&mut doc);
+        doc
+    })
+}
+
+/// utoipa 5.5 writes a response link's fields in snake_case (`operation_id`); OpenAPI spells
+/// them `operationId`, `operationRef` and `requestBody`, and tools ignore anything else.
+fn spell_links_as_openapi_does(doc: &mut serde_json::Value) {
+    let paths = doc.get_mut("paths").and_then(|p| p.as_object_mut());
+    let operations = paths.into_iter().flat_map(|p| p.values_mut());
+    let responses = operations
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let links = response.get_mut("links").and_then(|l| l.as_object_mut());
+        for link in links
+            .into_iter()
+            .flat_map(|l| l.values_mut())
+            .filter_map(|l| l.as_object_mut())
+        {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(v) = link.remove(snake) {
+                    link.insert(camel.to_string(), v);
+                }
+            }
+        }
+    }
 }

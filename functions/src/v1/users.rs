@@ -135,7 +135,13 @@ async fn check_roles(state: &AppState, roles: &[String]) -> Result<(), ApiError>
 }
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
-    responses((status = 201, body = super::envelope::Envelope<Registered>), (status = 409, body = super::envelope::ErrorBody)))]
+    responses(
+        (status = 201, body = super::envelope::Envelope<Registered>, links(
+            ("GetUser" = (operation_id = "v1-users-get", parameters(("id" = "$response.body#/data/user_id")))),
+            ("UpdateUser" = (operation_id = "v1-users-update", parameters(("id" = "$response.body#/data/user_id")))),
+            ("DeleteUser" = (operation_id = "v1-users-delete", parameters(("id" = "$response.body#/data/user_id"))))
+        )),
+        (status = 409, body = super::envelope::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
