@@ -128,13 +128,14 @@ impl<S: Send + Sync> FromRequest<S> for SgtBody {
 /// Parses JSON, describing what is wrong in terms a client can act on. sonic-rs (SIMD) rather
 /// than serde_json: SGT bodies are mostly numbers, and number parsing dominated the run path.
 pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, SgtError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(SgtError::Validation(
-            "request body is empty; expected a JSON object".into(),
-        ));
-    }
-    if is_json_non_object(bytes) {
-        return Err(SgtError::Validation("invalid request: expected a JSON object".into()));
+    match json_shape(bytes) {
+        JsonShape::Empty => {
+            return Err(SgtError::Validation(
+                "request body is empty; expected a JSON object".into(),
+            ))
+        }
+        JsonShape::NotObject => return Err(SgtError::Validation("invalid request: expected a JSON object".into())),
+        JsonShape::Object => {}
     }
     sonic_rs::from_slice(bytes).map_err(|e| {
         let what = if e.is_syntax() || e.is_eof() {
@@ -146,14 +147,25 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
     })
 }
 
-/// Whether a JSON text is a value other than an object: an array, string, number, `true`,
-/// `false` or `null`. serde's derived structs accept an array too, field by field in order,
-/// which no client means: every body here is an object.
-pub fn is_json_non_object(bytes: &[u8]) -> bool {
-    matches!(
-        bytes.iter().find(|b| !b.is_ascii_whitespace()),
-        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
-    )
+/// What a body holds, told from its first non-blank byte, before it is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonShape {
+    /// Nothing but whitespace.
+    Empty,
+    /// A value other than an object: an array, string, number, `true`, `false` or `null`.
+    /// serde's derived structs accept an array too, field by field in order, which no client
+    /// means: every body here is an object.
+    NotObject,
+    /// An object, or text that is not JSON at all (left to the parser to describe).
+    Object,
+}
+
+pub fn json_shape(bytes: &[u8]) -> JsonShape {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => JsonShape::Empty,
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => JsonShape::NotObject,
+        Some(_) => JsonShape::Object,
+    }
 }
 
 /// A successful SGT answer: the raw JSON result with status 200.

@@ -495,6 +495,13 @@ async fn a_reused_refresh_token_revokes_its_session(b: Backend) {
         app.v1(Method::GET, "/api/v1/users/me", Some(new_access), None).await.0,
         401
     );
+    // The token may come in Authorization with an empty or `null` body.
+    let (t2, _) = app.signed_up().await;
+    let fresh = t2["refresh_token"].as_str().unwrap();
+    let (s, v) = app
+        .v1(Method::POST, "/api/v1/auth/refresh", Some(fresh), Some(Value::Null))
+        .await;
+    assert_eq!(s, 200, "{v}");
     let (s, v) = app
         .v1(Method::POST, "/api/v1/auth/refresh", None, Some(json!({})))
         .await;
@@ -592,6 +599,15 @@ async fn api_keys_work_in_both_apis_and_only_within_their_permissions(b: Backend
             .unwrap();
         assert_eq!(r.status(), status, "X-API-Key {x_api_key:?} beside a bearer key");
     }
+    let not_text = reqwest::header::HeaderValue::from_bytes(b"mk_\xff").unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/v1/users/me", app.url))
+        .header("x-api-key", not_text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an X-API-Key that is not text");
     let (s, v) = app.v1(Method::GET, "/api/v1/users/me/api-keys", Some(&key), None).await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "AUTH_003"));
     // A key cannot grant what its user lacks, nor name unknown permissions or a past expiry.

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::body::BodyError;
+use crate::http::{json_shape, JsonShape};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -300,18 +301,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// Parses a JSON body with [`ApiJson`]'s errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(
-            Code::Validation002,
-            "request body is empty; expected a JSON object",
-        ));
-    }
-    if crate::http::is_json_non_object(bytes) {
-        return Err(describe(
-            ".".into(),
-            "invalid type: expected a JSON object".into(),
-            false,
-        ));
+    match json_shape(bytes) {
+        JsonShape::Empty => {
+            return Err(ApiError::new(
+                Code::Validation002,
+                "request body is empty; expected a JSON object",
+            ))
+        }
+        JsonShape::NotObject => {
+            let message = "invalid type: expected a JSON object".into();
+            return Err(describe(".".into(), message, false));
+        }
+        JsonShape::Object => {}
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
