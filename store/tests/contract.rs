@@ -2,44 +2,14 @@
 //! the LocalStack-compatible endpoint named by `AWS_ENDPOINT_URL` (started by `localstack/up`).
 
 use bytes::Bytes;
-use maas_store::aws;
 use maas_store::item::Item;
 use maas_store::records::sgt::{Checkpoint, SgtModel, SgtRepo};
-use maas_store::{Cond, Key, Query, StoreConfig, StoreError, Stores, Write};
+use maas_store::{Cond, Key, Query, StoreError, Write};
 use serde_json::json;
 
-struct Backend {
-    stores: Stores,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn embedded() -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(&StoreConfig::Embedded {
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .unwrap();
-    Backend {
-        stores,
-        _dir: Some(dir),
-    }
-}
-
-/// A fresh table and bucket on the local AWS endpoint. The AWS half of the contract is not
-/// optional: without an endpoint these tests fail and say how to start one.
-async fn aws_backend() -> Backend {
-    assert!(
-        std::env::var("AWS_ENDPOINT_URL").is_ok(),
-        "AWS_ENDPOINT_URL is not set: run `eval \"$(localstack/up)\"` first"
-    );
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let (table, bucket) = (format!("contract-{id}"), format!("contract-{}", &id[..20]));
-    let conf = aws::sdk_config().await;
-    aws::provision(&conf, &table, &bucket).await.unwrap();
-    let stores = Stores::open(&StoreConfig::Aws { table, bucket }).await.unwrap();
-    Backend { stores, _dir: None }
-}
+#[macro_use]
+mod common;
+use common::Backend;
 
 fn item(pk: &str, sk: &str, ver: u64, extra: serde_json::Value) -> Item {
     let mut map = extra.as_object().cloned().unwrap_or_default();
@@ -47,13 +17,6 @@ fn item(pk: &str, sk: &str, ver: u64, extra: serde_json::Value) -> Item {
     map.insert("sk".into(), sk.into());
     map.insert("ver".into(), ver.into());
     Item(map)
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded_backend { $( #[tokio::test] async fn $name() { super::$name(super::embedded().await).await } )* }
-        mod aws_backend { $( #[tokio::test] async fn $name() { super::$name(super::aws_backend().await).await } )* }
-    };
 }
 
 on_both_backends!(
@@ -262,7 +225,7 @@ async fn large_blobs_survive_multipart_upload(b: Backend) {
 
 #[tokio::test]
 async fn blob_keys_that_escape_the_store_are_refused() {
-    let b = embedded().await;
+    let b = common::embedded().await;
     for key in ["../x", "a/../../x", "/etc/passwd", "", "a//b", ".tmp/x"] {
         assert!(
             b.stores.blobs.put(key, Bytes::from_static(b"x")).await.is_err(),

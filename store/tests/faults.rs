@@ -1,5 +1,5 @@
 //! What the records do when the backend misbehaves: endless write contention and failing blob
-//! deletes, injected around a real embedded store. Each test checks that nothing already
+//! deletes, injected around a real store (embedded, and the local AWS endpoint). Each test checks that nothing already
 //! stored is lost or half-written, and that the caller is told the truth.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,18 @@ use bytes::Bytes;
 use maas_store::blobs::Blobs;
 use maas_store::records::sgt::{AppendError, SgtModel, SgtRepo};
 use maas_store::records::training::TrainJob;
-use maas_store::{Item, Key, Query, StoreConfig, StoreError, StoreResult, Stores, Table, Write};
+use maas_store::{Item, Key, Query, StoreError, StoreResult, Table, Write};
+
+#[macro_use]
+mod common;
+use common::Backend;
+
+on_both_backends!(
+    a_model_that_never_stops_changing_is_left_whole_when_its_delete_gives_up,
+    a_delete_whose_cleanup_fails_still_deletes_the_model_and_says_so,
+    an_upload_that_loses_every_race_is_an_error_not_a_missing_model_and_stores_nothing,
+    an_update_that_loses_every_race_changes_nothing,
+);
 
 /// Switches that turn the real store's answers into failures.
 #[derive(Default)]
@@ -78,17 +89,12 @@ struct Harness {
     /// Records over the same store without faults: what is really stored.
     truth: SgtRepo,
     switches: Arc<Switches>,
-    _dir: tempfile::TempDir,
+    _backend: Backend,
 }
 
-/// A fresh embedded store holding alice's model `app/net`, with every fault switched off.
-async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(&StoreConfig::Embedded {
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .unwrap();
+/// `backend`, holding alice's model `app/net`, with every fault switched off.
+async fn harness(backend: Backend) -> Harness {
+    let stores = &backend.stores;
     let switches = Arc::new(Switches::default());
     let repo = SgtRepo {
         table: Arc::new(FaultyTable {
@@ -103,9 +109,9 @@ async fn harness() -> Harness {
     repo.create_model(&model()).await.unwrap();
     Harness {
         repo,
-        truth: SgtRepo::new(&stores),
+        truth: SgtRepo::new(stores),
         switches,
-        _dir: dir,
+        _backend: backend,
     }
 }
 
@@ -155,9 +161,8 @@ impl Harness {
     }
 }
 
-#[tokio::test]
-async fn a_model_that_never_stops_changing_is_left_whole_when_its_delete_gives_up() {
-    let h = harness().await;
+async fn a_model_that_never_stops_changing_is_left_whole_when_its_delete_gives_up(b: Backend) {
+    let h = harness(b).await;
     h.upload_one_sample().await.unwrap();
     let before = h.stored().await;
 
@@ -170,9 +175,8 @@ async fn a_model_that_never_stops_changing_is_left_whole_when_its_delete_gives_u
     assert_eq!(h.blobs_left().await, 1, "its data must stay");
 }
 
-#[tokio::test]
-async fn a_delete_whose_cleanup_fails_still_deletes_the_model_and_says_so() {
-    let h = harness().await;
+async fn a_delete_whose_cleanup_fails_still_deletes_the_model_and_says_so(b: Backend) {
+    let h = harness(b).await;
     h.upload_one_sample().await.unwrap();
 
     h.switches.fail_blob_deletes.store(true, Ordering::SeqCst);
@@ -186,9 +190,8 @@ async fn a_delete_whose_cleanup_fails_still_deletes_the_model_and_says_so() {
     assert!(h.repo.delete_model("alice", "app", "net").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn an_upload_that_loses_every_race_is_an_error_not_a_missing_model_and_stores_nothing() {
-    let h = harness().await;
+async fn an_upload_that_loses_every_race_is_an_error_not_a_missing_model_and_stores_nothing(b: Backend) {
+    let h = harness(b).await;
     let before = h.stored().await;
 
     h.switches.contend.store(true, Ordering::SeqCst);
@@ -203,9 +206,8 @@ async fn an_upload_that_loses_every_race_is_an_error_not_a_missing_model_and_sto
     assert!(!h.job_exists().await);
 }
 
-#[tokio::test]
-async fn an_update_that_loses_every_race_changes_nothing() {
-    let h = harness().await;
+async fn an_update_that_loses_every_race_changes_nothing(b: Backend) {
+    let h = harness(b).await;
 
     h.switches.contend.store(true, Ordering::SeqCst);
     let key = SgtModel::key_for("alice", "app", "net");
