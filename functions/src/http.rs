@@ -33,6 +33,9 @@ pub enum SgtError {
     /// The body is not valid JSON or lacks / mistypes a field.
     #[error("{0}")]
     Validation(String),
+    /// A platform API key's user is over a rate limit or the monthly quota.
+    #[error("{0}")]
+    Throttled(String),
     /// Anything unexpected. Its detail is logged, never returned.
     #[error("internal exception")]
     Internal,
@@ -49,6 +52,7 @@ impl SgtError {
             SgtError::Run(_) => "RunWeightsNetException",
             SgtError::Upload(_) => "UploadDataException",
             SgtError::Validation(_) => "ValidationException",
+            SgtError::Throttled(_) => "ThrottlingException",
             SgtError::Internal => "InternalException",
         }
     }

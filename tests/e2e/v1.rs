@@ -28,6 +28,8 @@ on_both_backends!(
     an_sgt_secret_cannot_take_a_platform_accounts_id,
     every_route_refuses_a_caller_without_its_permission,
     the_password_grant_refuses_bad_forms_in_the_envelope,
+    a_platform_keys_sgt_calls_spend_its_users_rate_limits,
+    a_platform_keys_sgt_calls_count_toward_the_monthly_quota,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -1012,6 +1014,55 @@ async fn a_users_keys_share_their_sgt_models_and_other_users_cannot_reach_them(b
     // Alice's model is as it was.
     assert_eq!(app.my_models(&alice1).await[0]["client_data"], "cd");
     assert_eq!(app.run(&alice1, "a", "private", &probe).await, answer);
+}
+
+async fn a_platform_keys_sgt_calls_spend_its_users_rate_limits(b: Backend) {
+    let app = spawn_with(b, |c| {
+        c.identity.rate_inference = "2/3600".parse().unwrap();
+        c.identity.rate_other = "4/3600".parse().unwrap();
+    })
+    .await;
+    let (t, _) = app.signed_up().await;
+    let all = ["model:read", "model:write", "inference:create", "profile:read"];
+    let key = app.sgt_key(token(&t), &all).await;
+    app.create_model(&key, "a", "m", 2, 1, false).await;
+    let run = key.with(json!({"app_name": "a", "name": "m", "data": rows(1, 2, 3)}));
+    for _ in 0..2 {
+        app.ok(RUN, run.clone()).await;
+    }
+    let message = app.fails(RUN, run.clone(), "ThrottlingException").await;
+    assert!(message.starts_with("rate limit exceeded; retry in "), "{message}");
+    // The "other" budget is the one /api/v1 spends: creating the key, then the model.
+    let (s, _, h) = app
+        .call(
+            Method::GET,
+            "/api/v1/users/me",
+            Some(&format!("mk_{}.{}", key.id, key.key)),
+            None,
+        )
+        .await;
+    assert_eq!((s, h["x-ratelimit-remaining"].to_str().unwrap()), (StatusCode::OK, "1"));
+    assert_eq!(app.my_models(&key).await.len(), 1);
+    app.fails(MINE, key.creds(), "ThrottlingException").await;
+    // Secrets made with the system key belong to no account and have no such budget.
+    let operator = app.new_user().await;
+    app.create_model(&operator, "a", "m", 2, 1, false).await;
+    let run = operator.with(json!({"app_name": "a", "name": "m", "data": rows(1, 2, 3)}));
+    for _ in 0..3 {
+        app.ok(RUN, run.clone()).await;
+    }
+}
+
+async fn a_platform_keys_sgt_calls_count_toward_the_monthly_quota(b: Backend) {
+    let app = spawn_with(b, |c| c.identity.monthly_calls = 3).await;
+    let (t, _) = app.signed_up().await;
+    // One call: creating the key. Two more: creating and running the model.
+    let key = app.sgt_key(token(&t), &["model:write", "inference:create"]).await;
+    app.create_model(&key, "a", "m", 2, 1, false).await;
+    let run = key.with(json!({"app_name": "a", "name": "m", "data": rows(1, 2, 3)}));
+    app.ok(RUN, run.clone()).await;
+    let message = app.fails(RUN, run, "ThrottlingException").await;
+    assert_eq!(message, "monthly API call quota used up");
 }
 
 async fn managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold(b: Backend) {

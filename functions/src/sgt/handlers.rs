@@ -13,7 +13,9 @@ use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
 use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtBody, SgtError};
 use crate::state::AppState;
-use crate::v1::guard::key_principal;
+use crate::v1::envelope::Code;
+use crate::v1::guard::{key_principal, Principal, Via};
+use crate::v1::limits::{self, Class, Subject, QUOTA_USED_UP};
 
 type Reply = Result<Response, SgtError>;
 
@@ -37,7 +39,36 @@ async fn authenticate(
     if !who.grants.allows(permission) {
         return Err(SgtError::Auth(format!("this key lacks the {permission} permission")));
     }
+    meter(state, &who, permission, from).await?;
     Ok(who.user.user_id)
+}
+
+/// Counts a platform API key's call against its user's rate limits and monthly quota, as the
+/// same key's calls to `/api/v1` are, so the SGT routes are no way around them. Runs spend the
+/// inference budget; everything else the "other" one.
+async fn meter(state: &AppState, who: &Principal, permission: &str, from: &ClientIp) -> Result<(), SgtError> {
+    let class = match permission {
+        "inference:create" => Class::Inference,
+        _ => Class::Other,
+    };
+    let key_id = match &who.via {
+        Via::ApiKey(id) => Some(id.as_str()),
+        Via::Session(_) => None,
+    };
+    let subject = Subject {
+        user_id: Some(&who.user.user_id),
+        key_id,
+        ip: &from.0,
+    };
+    let verdict = limits::check(&state.v1.repo, &state.v1.limits, class, subject).await?;
+    match verdict.over {
+        None => Ok(()),
+        Some(Code::Resource004) => Err(SgtError::Throttled(QUOTA_USED_UP.into())),
+        Some(_) => Err(SgtError::Throttled(format!(
+            "rate limit exceeded; retry in {} s",
+            verdict.retry_after()
+        ))),
+    }
 }
 
 fn no_model(app_name: &str, name: &str) -> SgtError {

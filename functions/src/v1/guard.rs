@@ -214,7 +214,7 @@ async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
     };
     let verdict = match limits::check(&g.state.v1.repo, &g.state.v1.limits, g.class, subject).await {
         Ok(v) => v,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let mut response = match verdict.error() {
         Some(e) => e.into_response(),

@@ -119,18 +119,24 @@ impl Verdict {
             headers.insert(name, HeaderValue::from(value));
         }
         if self.over.is_some() {
-            let retry = (self.reset - maas_store::now_secs()).max(1);
-            headers.insert("retry-after", HeaderValue::from(retry));
+            headers.insert("retry-after", HeaderValue::from(self.retry_after()));
         }
+    }
+
+    /// Seconds until the counter that refused the request starts again.
+    pub fn retry_after(&self) -> i64 {
+        (self.reset - maas_store::now_secs()).max(1)
     }
 
     pub fn error(&self) -> Option<ApiError> {
         self.over.map(|code| match code {
-            Code::Resource004 => ApiError::new(code, "monthly API call quota used up"),
+            Code::Resource004 => ApiError::new(code, QUOTA_USED_UP),
             _ => ApiError::new(code, "rate limit exceeded; see X-RateLimit-Reset"),
         })
     }
 }
+
+pub const QUOTA_USED_UP: &str = "monthly API call quota used up";
 
 /// The month (`YYYY-MM`) and day (`YYYY-MM-DD`) of `now`, UTC.
 pub fn month_and_day(now: i64) -> (String, String) {
@@ -146,7 +152,7 @@ pub async fn check(
     limits: &RateLimits,
     class: Class,
     who: Subject<'_>,
-) -> Result<Verdict, ApiError> {
+) -> Result<Verdict, maas_store::StoreError> {
     let now = maas_store::now_secs();
     let class_limit = limits.of(class);
     let ip_limit = if who.user_id.is_some() { limits.ip } else { class_limit };
