@@ -30,6 +30,8 @@ on_both_backends!(
     the_password_grant_refuses_bad_forms_in_the_envelope,
     a_platform_keys_sgt_calls_spend_its_users_rate_limits,
     a_platform_keys_sgt_calls_count_toward_the_monthly_quota,
+    a_password_change_keeps_a_profile_edit_made_while_it_ran,
+    of_two_concurrent_password_changes_exactly_one_takes_effect,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -567,6 +569,60 @@ async fn changing_the_password_revokes_every_session(b: Backend) {
     app.login(&format!("{name}@example.com"), new).await;
 }
 
+async fn a_password_change_keeps_a_profile_edit_made_while_it_ran(b: Backend) {
+    let app = spawn_app(b).await;
+    let (t, name) = app.signed_up().await;
+    // The edit goes through an API key, which a password change does not sign out.
+    let body = json!({"name": "editor", "permissions": ["profile:read", "profile:write"]});
+    let (_, created) = app
+        .v1(Method::POST, "/api/v1/users/me/api-keys", Some(token(&t)), Some(body))
+        .await;
+    let key = created["data"]["key"].as_str().unwrap();
+    let new = "Another-Passw0rd?";
+    // The password change spends two slow password hashes before it writes: the edit, sent
+    // with it, lands in between and changes the record under it.
+    let change = json!({"current_password": PASSWORD, "new_password": new});
+    let ((changed, v), (edited, _)) = tokio::join!(
+        app.v1(Method::PUT, "/api/v1/users/me/password", Some(token(&t)), Some(change)),
+        app.v1(
+            Method::PUT,
+            "/api/v1/users/me",
+            Some(key),
+            Some(json!({"organization": "Edited meanwhile"}))
+        ),
+    );
+    assert_eq!((changed, edited), (StatusCode::OK, StatusCode::OK), "{v}");
+    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", Some(key), None).await;
+    assert_eq!(me["data"]["organization"], "Edited meanwhile");
+    app.login(&format!("{name}@example.com"), new).await;
+}
+
+async fn of_two_concurrent_password_changes_exactly_one_takes_effect(b: Backend) {
+    let app = spawn_app(b).await;
+    let (t, name) = app.signed_up().await;
+    let change = |new: &str| {
+        let body = json!({"current_password": PASSWORD, "new_password": new});
+        app.v1(Method::PUT, "/api/v1/users/me/password", Some(token(&t)), Some(body))
+    };
+    let passwords = ["Another-Passw0rd?", "Yet-Another-Passw0rd!"];
+    let ((s1, v1), (s2, v2)) = tokio::join!(change(passwords[0]), change(passwords[1]));
+    // The loser either lost the write (409) or was signed out by the winner before it was
+    // authenticated (401).
+    let (won, lost, loser) = match (s1, s2) {
+        (StatusCode::OK, s) => (passwords[0], passwords[1], (s, v2)),
+        (s, StatusCode::OK) => (passwords[1], passwords[0], (s, v1)),
+        _ => panic!("no change won: {v1} {v2}"),
+    };
+    assert!(matches!(loser.0.as_u16(), 409 | 401), "{}", loser.1);
+    let email = format!("{name}@example.com");
+    app.login(&email, won).await;
+    for password in [lost, PASSWORD] {
+        let body = json!({"email": email, "password": password});
+        let (s, _) = app.v1(Method::POST, "/api/v1/auth/login", None, Some(body)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+}
+
 async fn api_keys_work_in_both_apis_and_only_within_their_permissions(b: Backend) {
     let app = spawn_app(b).await;
     let (t, _) = app.signed_up().await;
@@ -969,6 +1025,10 @@ async fn the_openapi_document_describes_every_v1_route(b: Backend) {
             "{}",
             r.name
         );
+        // Every PUT is an optimistic read-modify-write, which a concurrent change can refuse.
+        if r.method == "PUT" {
+            assert!(op["responses"]["409"].is_object(), "{}", r.name);
+        }
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }

@@ -372,7 +372,8 @@ pub struct PasswordChange {
 
 /// Changes the password and revokes every session of the user.
 #[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users", request_body = PasswordChange,
-    responses((status = 200, body = super::envelope::Envelope<Done>)))]
+    responses((status = 200, body = super::envelope::Envelope<Done>),
+        (status = 409, description = "Changed concurrently; read it again and retry", body = super::envelope::ErrorBody)))]
 pub async fn change_password(
     State(state): State<AppState>,
     who: Principal,
@@ -391,14 +392,44 @@ pub async fn change_password(
         ));
     }
     validate::password(&req.new_password, &[&who.user.username, &who.user.email])?;
-    let user = User {
-        password_hash: Some(hash_password(req.new_password).await?),
-        ..who.user.clone()
-    };
+    let hash = hash_password(req.new_password).await?;
+    let user_id = &who.user.user_id;
     // Sessions go first: should the update fail, the account is signed out everywhere rather
     // than left with live sessions. The second pass ends any signed in meanwhile.
-    state.v1.repo.revoke_all_sessions(&user.user_id).await?;
-    state.v1.repo.update_user(&user).await.map_err(conflict_on_race)?;
-    state.v1.repo.revoke_all_sessions(&user.user_id).await?;
+    state.v1.repo.revoke_all_sessions(user_id).await?;
+    set_password(&state, &who.user, hash).await?;
+    state.v1.repo.revoke_all_sessions(user_id).await?;
     Ok(ok(Done { ok: true }))
 }
+
+/// Stores `hash` as the password of `user` (as read when the request was authenticated). A
+/// change to the rest of the record meanwhile, such as a profile edit, is kept and the write
+/// retried on the fresh record; another password change meanwhile wins, and this one is a 409.
+async fn set_password(state: &AppState, user: &User, hash: String) -> Result<(), ApiError> {
+    let mut current = user.clone();
+    for _ in 0..PASSWORD_WRITE_ATTEMPTS {
+        let next = User {
+            password_hash: Some(hash.clone()),
+            ..current
+        };
+        match state.v1.repo.update_user(&next).await {
+            Err(StoreError::ConditionFailed) => {}
+            done => return done.map(drop).map_err(ApiError::from),
+        }
+        current = state
+            .v1
+            .repo
+            .user(&user.user_id)
+            .await?
+            // Deleted meanwhile: its sessions are gone, as after any deletion.
+            .ok_or_else(|| ApiError::new(Code::Auth001, "invalid token: revoked"))?;
+        if current.password_hash != user.password_hash {
+            break;
+        }
+    }
+    Err(conflict_on_race(StoreError::ConditionFailed))
+}
+
+/// Writes a password change tries before answering 409: each retry follows a concurrent
+/// change to the account, which is rare.
+const PASSWORD_WRITE_ATTEMPTS: usize = 3;

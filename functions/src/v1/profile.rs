@@ -145,7 +145,8 @@ impl ProfileUpdate {
 
 /// Changes the caller's profile.
 #[utoipa::path(put, path = "/api/v1/users/me", tag = "users", request_body = ProfileUpdate,
-    responses((status = 200, body = super::envelope::Envelope<Profile>)))]
+    responses((status = 200, body = super::envelope::Envelope<Profile>),
+        (status = 409, description = "Changed concurrently; read it again and retry", body = super::envelope::ErrorBody)))]
 pub async fn update_me(
     State(state): State<AppState>,
     who: Principal,
