@@ -372,8 +372,7 @@ pub struct PasswordChange {
 
 /// Changes the password and revokes every session of the user.
 #[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users", request_body = PasswordChange,
-    responses((status = 200, body = super::envelope::Envelope<Done>),
-        (status = 409, description = "Changed concurrently; read it again and retry", body = super::envelope::ErrorBody)))]
+    responses((status = 200, body = super::envelope::Envelope<Done>)))]
 pub async fn change_password(
     State(state): State<AppState>,
     who: Principal,

@@ -27,14 +27,18 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
         .into()
 }
 
-/// The errors every v1 route may answer with, by who may call it.
-fn add_common_errors(op: &mut Operation, access: Access) {
+/// The errors every v1 route may answer with, by who may call it and how.
+fn add_common_errors(op: &mut Operation, access: Access, method: &str) {
     let mut errors = vec![
         ("400", "Malformed request"),
         ("422", "A field is missing, mistyped or out of range"),
         ("429", "Rate limit or quota exceeded"),
         ("500", "Internal error"),
     ];
+    if method == "PUT" {
+        // Every PUT is an optimistic read-modify-write, which a concurrent change can refuse.
+        errors.push(("409", "Changed concurrently; read it again and retry"));
+    }
     if matches!(access, Access::Permission(_)) {
         errors.extend([
             ("401", "Missing, invalid, expired or revoked credential"),
@@ -91,7 +95,7 @@ fn build() -> OpenApi {
         for (path, mut item) in std::mem::take(&mut route_paths.paths) {
             if let Some(op) = operation_mut(&mut item, route.method) {
                 op.operation_id = Some(route.name.to_string());
-                add_common_errors(op, route.access);
+                add_common_errors(op, route.access, route.method);
             }
             match paths.paths.get_mut(&path) {
                 Some(existing) => existing.merge_operations(item),

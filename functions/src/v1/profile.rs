@@ -145,8 +145,7 @@ impl ProfileUpdate {
 
 /// Changes the caller's profile.
 #[utoipa::path(put, path = "/api/v1/users/me", tag = "users", request_body = ProfileUpdate,
-    responses((status = 200, body = super::envelope::Envelope<Profile>),
-        (status = 409, description = "Changed concurrently; read it again and retry", body = super::envelope::ErrorBody)))]
+    responses((status = 200, body = super::envelope::Envelope<Profile>)))]
 pub async fn update_me(
     State(state): State<AppState>,
     who: Principal,

@@ -137,8 +137,7 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) ->
 
 #[utoipa::path(put, path = "/api/v1/permissions/roles/{id}", tag = "permissions", params(("id" = String, Path)),
     request_body = RoleUpdate,
-    responses((status = 200, body = super::envelope::Envelope<RoleView>), (status = 404, body = super::envelope::ErrorBody),
-        (status = 409, description = "Changed concurrently; read it again and retry", body = super::envelope::ErrorBody)))]
+    responses((status = 200, body = super::envelope::Envelope<RoleView>), (status = 404, body = super::envelope::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,

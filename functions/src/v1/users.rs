@@ -199,8 +199,7 @@ impl UserUpdate {
 }
 
 #[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserUpdate,
-    responses((status = 200, body = super::envelope::Envelope<Profile>), (status = 404, body = super::envelope::ErrorBody),
-        (status = 409, description = "Changed concurrently; read it again and retry", body = super::envelope::ErrorBody)))]
+    responses((status = 200, body = super::envelope::Envelope<Profile>), (status = 404, body = super::envelope::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,
