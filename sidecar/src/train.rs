@@ -424,23 +424,9 @@ mod tests {
         assert!(p.loss < start / 100.0, "loss {} from {start}", p.loss);
         // The best member answers, and it fits: R^2 close to 1.
         let pred = t.ens.member(t.ens.best).unwrap().forward(&x).unwrap();
-        let var = y
-            .broadcast_sub(&y.mean_all().unwrap())
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let mse = (pred - &y)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let mean_square = |t: Tensor| t.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        let var = mean_square(y.broadcast_sub(&y.mean_all().unwrap()).unwrap());
+        let mse = mean_square((pred - &y).unwrap());
         assert!(1.0 - mse / var > 0.99, "r2 {}", 1.0 - mse / var);
     }
 

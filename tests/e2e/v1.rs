@@ -121,6 +121,15 @@ impl TestApp {
         }
     }
 
+    /// What `/permissions/check` answers to `body`, asked with `token`.
+    async fn allowed(&self, token: &str, body: Value) -> bool {
+        let (s, v) = self
+            .v1(Method::POST, "/api/v1/permissions/check", Some(token), Some(body))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["data"]["allowed"].as_bool().unwrap()
+    }
+
     fn jwt_key(&self) -> (String, Vec<u8>) {
         use base64::Engine;
         let spec = std::fs::read_to_string(self.dir().join("jwt-keys")).unwrap();
@@ -894,34 +903,11 @@ async fn admins_manage_users_and_roles(b: Backend) {
     assert_eq!(s, 201, "{v}");
     let carol_id = v["data"]["user_id"].as_str().unwrap().to_string();
     let carol = app.login("carol@example.com", PASSWORD).await;
-    let check = |p: &'static str| json!({"permission": p});
-    let (_, v) = app
-        .v1(
-            Method::POST,
-            "/api/v1/permissions/check",
-            Some(token(&carol)),
-            Some(check("usage:read")),
-        )
-        .await;
-    assert_eq!(v["data"]["allowed"], true);
-    let (_, v) = app
-        .v1(
-            Method::POST,
-            "/api/v1/permissions/check",
-            Some(token(&carol)),
-            Some(check("model:read")),
-        )
-        .await;
-    assert_eq!(v["data"]["allowed"], false);
-    let (_, v) = app
-        .v1(
-            Method::POST,
-            "/api/v1/permissions/check",
-            adm,
-            Some(json!({"permission": "usage:read", "user_id": carol_id})),
-        )
-        .await;
-    assert_eq!(v["data"]["allowed"], true);
+    let carols = token(&carol);
+    assert!(app.allowed(carols, json!({"permission": "usage:read"})).await);
+    assert!(!app.allowed(carols, json!({"permission": "model:read"})).await);
+    let about_carol = json!({"permission": "usage:read", "user_id": carol_id});
+    assert!(app.allowed(&admin, about_carol).await);
     let (s, v) = app.v1(Method::GET, "/api/v1/users?page=1&limit=1", adm, None).await;
     assert_eq!(s, 200);
     assert_eq!(
