@@ -19,6 +19,8 @@ pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    /// The rate-limit budget a v1 route spends. SGT routes are metered only for platform API
+    /// keys, by the permission they need (`sgt::handlers::meter`), so theirs is unused.
     pub class: Class,
     pub endpoint: Endpoint,
 }

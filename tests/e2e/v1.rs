@@ -32,6 +32,7 @@ on_both_backends!(
     a_platform_keys_sgt_calls_count_toward_the_monthly_quota,
     a_password_change_keeps_a_profile_edit_made_while_it_ran,
     of_two_concurrent_password_changes_exactly_one_takes_effect,
+    a_password_change_racing_the_accounts_deletion_is_refused_as_signed_out,
 );
 
 const PASSWORD: &str = "Sturdy-Passw0rd!";
@@ -630,6 +631,27 @@ async fn of_two_concurrent_password_changes_exactly_one_takes_effect(b: Backend)
         let (s, _) = app.v1(Method::POST, "/api/v1/auth/login", None, Some(body)).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
+}
+
+async fn a_password_change_racing_the_accounts_deletion_is_refused_as_signed_out(b: Backend) {
+    let app = spawn_app(b).await;
+    let admin = app.admin().await;
+    let (t, name) = app.signed_up().await;
+    let delete = format!("/api/v1/users/{}", t["user"]["id"].as_str().unwrap());
+    let change = json!({"current_password": PASSWORD, "new_password": "Another-Passw0rd?"});
+    // The deletion lands while the change hashes, or before it is authenticated: either way
+    // the account and its sessions are gone, and so is the change.
+    let ((changed, v), (deleted, _)) = tokio::join!(
+        app.v1(Method::PUT, "/api/v1/users/me/password", Some(token(&t)), Some(change)),
+        app.v1(Method::DELETE, &delete, Some(&admin), None),
+    );
+    assert_eq!(
+        (changed, code(&v), deleted),
+        (StatusCode::UNAUTHORIZED, "AUTH_001", StatusCode::OK)
+    );
+    let body = json!({"email": format!("{name}@example.com"), "password": "Another-Passw0rd?"});
+    let (s, _) = app.v1(Method::POST, "/api/v1/auth/login", None, Some(body)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 async fn api_keys_work_in_both_apis_and_only_within_their_permissions(b: Backend) {

@@ -14,7 +14,7 @@ use crate::auth::hash_secret;
 use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtBody, SgtError};
 use crate::state::AppState;
 use crate::v1::envelope::Code;
-use crate::v1::guard::{key_principal, Principal, Via};
+use crate::v1::guard::{key_principal, Principal};
 use crate::v1::limits::{self, Class, Subject, QUOTA_USED_UP};
 
 type Reply = Result<Response, SgtError>;
@@ -51,13 +51,9 @@ async fn meter(state: &AppState, who: &Principal, permission: &str, from: &Clien
         "inference:create" => Class::Inference,
         _ => Class::Other,
     };
-    let key_id = match &who.via {
-        Via::ApiKey(id) => Some(id.as_str()),
-        Via::Session(_) => None,
-    };
     let subject = Subject {
         user_id: Some(&who.user.user_id),
-        key_id,
+        key_id: who.key_id(),
         ip: &from.0,
     };
     let verdict = limits::check(&state.v1.repo, &state.v1.limits, class, subject).await?;

@@ -48,6 +48,14 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The API key the caller used, if it used one.
+    pub fn key_id(&self) -> Option<&str> {
+        match &self.via {
+            Via::ApiKey(id) => Some(id),
+            Via::Session(_) => None,
+        }
+    }
+
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
         if self.grants.allows(permission) {
             Ok(())
@@ -203,13 +211,9 @@ async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
         },
         _ => None,
     };
-    let key_id = match principal.as_ref().map(|p| &p.via) {
-        Some(Via::ApiKey(k)) => Some(k.as_str()),
-        _ => None,
-    };
     let subject = Subject {
         user_id: principal.as_ref().map(|p| p.user.user_id.as_str()),
-        key_id,
+        key_id: principal.as_ref().and_then(Principal::key_id),
         ip: &ip,
     };
     let verdict = match limits::check(&g.state.v1.repo, &g.state.v1.limits, g.class, subject).await {
