@@ -141,6 +141,11 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
         JsonShape::NotObject => return Err(SgtError::Validation("invalid request: expected a JSON object".into())),
         JsonShape::Object => {}
     }
+    if nests_too_deeply(bytes) {
+        return Err(SgtError::Validation(format!(
+            "invalid request: arrays and objects nest more than {MAX_NESTING} levels deep"
+        )));
+    }
     sonic_rs::from_slice(bytes).map_err(|e| {
         let what = if e.is_syntax() || e.is_eof() {
             "malformed JSON"
@@ -149,6 +154,42 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
         };
         SgtError::Validation(format!("{what}: {e}"))
     })
+}
+
+/// How deep arrays and objects may nest in an SGT body; the deepest documented one needs 4
+/// (`train_data`). Kept this low for the stack: sonic-rs skips the values a request does not name
+/// by recursion, and in the test profile's build each level takes 25-50 KB of a thread's 2 MB
+/// (40 levels overflowed it; release builds take under 1 KB a level).
+pub const MAX_NESTING: usize = 16;
+
+/// Whether arrays and objects nest deeper than [`MAX_NESTING`] in `bytes`, brackets in strings
+/// aside. sonic-rs's recursion has no limit of its own, so a body of half a megabyte of `[`
+/// overflowed the stack and aborted the whole process: no text reaches it without this check.
+fn nests_too_deeply(bytes: &[u8]) -> bool {
+    let (mut depth, mut i) = (0usize, 0);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => i = string_end(bytes, i + 1),
+            b'[' | b'{' if depth == MAX_NESTING => return true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Where the string whose text starts at `i` ends: its closing quote, or the end of `bytes`.
+fn string_end(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => i += 2,
+            b'"' => return i,
+            _ => i += 1,
+        }
+    }
+    i
 }
 
 /// What a body holds, told from its first non-blank byte, before it is parsed.
@@ -233,6 +274,29 @@ mod tests {
         assert!(msg(b"{\"name\":\"a\",\"size\":\"3\"}").contains("invalid type"));
         assert!(msg(b"{\"name\":\"a\",\"size\":-1}").contains("invalid value"));
         assert!(parse_json::<Body>(b" {\"name\":\"a\",\"size\":3} ").is_ok());
+    }
+
+    #[test]
+    fn bodies_nested_past_the_limit_are_refused_before_sonic_rs_recurses_into_them() {
+        let nested = |open: &str, close: &str, n: usize| {
+            format!(r#"{{"name":"a","size":3,"x":{}1{}}}"#, open.repeat(n), close.repeat(n)).into_bytes()
+        };
+        // The body itself is the first level.
+        assert!(parse_json::<Body>(&nested("[", "]", MAX_NESTING - 1)).is_ok());
+        assert!(parse_json::<Body>(&nested(r#"{"a":"#, "}", MAX_NESTING - 1)).is_ok());
+        for deep in [nested("[", "]", MAX_NESTING), nested(r#"{"a":"#, "}", MAX_NESTING)] {
+            let message = parse_json::<Body>(&deep).unwrap_err().to_string();
+            assert!(message.contains("nest more than 16 levels"), "{message}");
+        }
+        // Unclosed and far deeper: without the check, this aborted the test binary.
+        let abyss = [b"{\"x\":".as_slice(), &[b'['; 1 << 20]].concat();
+        assert!(parse_json::<Body>(&abyss)
+            .unwrap_err()
+            .to_string()
+            .contains("nest more than"));
+        // Brackets inside strings, escaped quotes included, are text.
+        let quoted = format!(r#"{{"name":"\"{}","size":3}}"#, "[".repeat(1000));
+        assert_eq!(parse_json::<Body>(quoted.as_bytes()).unwrap().name.len(), 1001);
     }
 
     #[test]

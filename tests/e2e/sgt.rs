@@ -34,6 +34,7 @@ on_both_backends!(
     uploads_check_pair_shapes_and_need_an_existing_model,
     deleted_models_are_gone_everywhere,
     bad_bodies_are_refused_credentials_first_then_with_a_validation_exception,
+    bodies_nested_a_million_levels_deep_are_refused_and_the_server_keeps_serving,
     eight_clients_running_at_once_all_get_correct_answers,
     sgt_clients_big_bodies_are_accepted,
     guessing_secrets_from_one_address_is_cut_off_before_the_slow_hash,
@@ -617,6 +618,54 @@ async fn bad_bodies_are_refused_credentials_first_then_with_a_validation_excepti
         r.headers().contains_key("x-request-id"),
         "every response carries a request id"
     );
+}
+
+/// Each body is a megabyte of `[` inside an object that carries the right credentials. sonic-rs
+/// skips values it is not asked for by recursion, so one of these used to overflow the stack and
+/// abort the whole gateway.
+async fn bodies_nested_a_million_levels_deep_are_refused_and_the_server_keeps_serving(b: Backend) {
+    let app = spawn_app(b).await;
+    let user = app.new_user().await;
+    app.create_model(&user, "a", "m", 2, 1, false).await;
+    let creds = user.with(json!({"name": "m", "app_name": "a"})).to_string();
+    let abyss = |field: &str| format!("{},\"{field}\":{}", &creds[..creds.len() - 1], "[".repeat(1 << 20));
+    for path in [
+        UPDATE,
+        CHECK,
+        CREATE,
+        DELETE,
+        CLIENT_DATA,
+        MINE,
+        PUBLIC,
+        CLONE,
+        RUN,
+        UPLOAD,
+    ] {
+        for field in ["data", "train_data", "secret_id", "unknown"] {
+            let (status, v) = app.post_raw(path, abyss(field)).await;
+            assert_eq!(
+                (status, v["exception"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("ValidationException")),
+                "{path} {field}: {v}"
+            );
+            // The rows reader, which reads a run's `data` first, refuses it in its own words.
+            let message = v["message"].as_str().unwrap();
+            let expected = match (path, field) {
+                (RUN, "data") => "data must be an array of arrays of numbers",
+                _ => "nest more than 16 levels",
+            };
+            assert!(message.contains(expected), "{path} {field}: {message}");
+        }
+    }
+    // A run request's other errors quote the body as sent, not the text the rows reader left.
+    let mut trailing = user
+        .with(json!({"name": "m", "app_name": "a", "data": [[1, 2]]}))
+        .to_string();
+    trailing.push_str(" trailing");
+    let (_, v) = app.post_raw(RUN, trailing).await;
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains("trailing") && !message.contains("null"), "{message}");
+    assert_eq!(app.run(&user, "a", "m", &[vec![0.5, 0.5]]).await.len(), 1);
 }
 
 async fn eight_clients_running_at_once_all_get_correct_answers(b: Backend) {

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::requests::*;
 use crate::credentials::{self, Checked, THROTTLED};
-use crate::http::{client_ip, json_shape, parse_json, ClientIp, JsonShape, SgtBody, SgtError};
+use crate::http::{client_ip, parse_json, ClientIp, SgtBody, SgtError};
 use crate::state::AppState;
 use maas_store::records::sgt::Secret;
 
@@ -61,13 +61,10 @@ struct Claimed {
 }
 
 /// The answer to `body`, refused for `problem`: `AuthException` unless it carries the right
-/// credentials for `caller`. A body that is not a JSON object keeps `problem`: there is no
-/// claim in it to check.
+/// credentials for `caller`. A body that is not a JSON object, or not one [`parse_json`] reads,
+/// keeps `problem`: there is no claim in it to check.
 pub async fn refuse(state: &AppState, body: &[u8], caller: Caller, problem: SgtError, from: &ClientIp) -> SgtError {
-    if json_shape(body) != JsonShape::Object {
-        return problem;
-    }
-    let Ok(claimed) = sonic_rs::from_slice::<Claimed>(body) else {
+    let Ok(claimed) = parse_json::<Claimed>(body) else {
         return problem;
     };
     let text = |v: &Option<sonic_rs::Value>| {

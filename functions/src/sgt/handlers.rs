@@ -258,14 +258,19 @@ fn parse_run(body: &[u8]) -> Result<(ModelAddress, Result<Rows, RowsError>), Sgt
     // Headroom so an oversized request is refused after parsing a bounded amount.
     let limit = MAX_RUN_VALUES + 1;
     match split_data(body, limit) {
-        Some(Ok((rows, rest))) => Ok((parse_json::<RunModelHead>(&rest)?.model, Ok(rows))),
-        Some(Err(e @ RowsError::Malformed(_))) => Err(SgtError::Validation(rows_message(e))),
-        _ => {
-            let req: RunModel = parse_json(body)?;
-            let rows = parse_rows_prefix(req.data.as_raw_str().as_bytes(), None, limit).map(|(r, _)| r);
-            Ok((req.model, rows))
+        // When the rest is wrong, the body as sent words it: the rest's errors would quote the
+        // `null` that stands in for the rows, at columns the client never sent.
+        Some(Ok((rows, rest))) => {
+            if let Ok(head) = parse_json::<RunModelHead>(&rest) {
+                return Ok((head.model, Ok(rows)));
+            }
         }
+        Some(Err(e @ RowsError::Malformed(_))) => return Err(SgtError::Validation(rows_message(e))),
+        _ => {}
     }
+    let req: RunModel = parse_json(body)?;
+    let rows = parse_rows_prefix(req.data.as_raw_str().as_bytes(), None, limit).map(|(r, _)| r);
+    Ok((req.model, rows))
 }
 
 fn rows_message(e: RowsError) -> String {
