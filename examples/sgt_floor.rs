@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use clap::Parser;
-use maas_functions::body::{self, BodyLimit};
+use maas_functions::body::{self, BodyBudget, BodyLimit};
 use maas_functions::config::DEFAULT_BODY_LIMIT;
 use maas_functions::sgt::answer::rows_json;
 use maas_functions::sgt::rows::split_data;
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let values: Vec<f32> = (0..a.rows * a.out).map(|i| ((i as f32) * 0.37).sin() * 0.9).collect();
     let answer = Bytes::from(rows_json(&values, a.out));
     let read_rows = a.read_rows;
-    // The body is read as maas reads it (one buffer sized from Content-Length).
+    // The body is read as maas reads it, under the same limit and budget.
     let run = post(move |req: Request| async move {
         let body = body::read(req).await.unwrap_or_default();
         if read_rows {
@@ -50,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/health", get(|| async { "ok" }))
         // Setup calls (token, model) only need a JSON answer.
         .fallback(post(|| async { "{}" }))
-        .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)));
+        .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)))
+        .layer(Extension(BodyBudget::for_limit(DEFAULT_BODY_LIMIT)));
     let listener = tokio::net::TcpListener::bind(&a.addr).await?;
     axum::serve(listener, app).await?;
     Ok(())

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
 
-use crate::body::{BodyError, BodyLimit};
+use crate::body::{BodyError, BodyLimit, BUSY};
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -125,6 +125,7 @@ impl<S: Send + Sync> FromRequest<S> for SgtBody {
         crate::body::read(req).await.map(SgtBody).map_err(|e| match e {
             BodyError::TooLarge => SgtError::Validation("request body is too large".into()),
             BodyError::Unreadable => SgtError::Validation("cannot read request body".into()),
+            BodyError::Busy => SgtError::Throttled(BUSY.into()),
         })
     }
 }

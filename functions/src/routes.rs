@@ -5,6 +5,7 @@ use axum::Router;
 
 use utoipa_axum::router::UtoipaMethodRouter;
 
+use crate::body::BodyBudget;
 use crate::http::{common_layers, sgt_layers};
 use crate::sgt::handlers as sgt;
 use crate::state::AppState;
@@ -371,6 +372,7 @@ pub fn router<'a>(state: AppState, routes: impl IntoIterator<Item = &'a Route>) 
         }
     }
     let app = sgt_layers(sgt_router, body_limit).merge(v1_layers(v1_router, V1_BODY_LIMIT.min(body_limit)));
+    let app = app.layer(axum::Extension(BodyBudget::for_limit(body_limit)));
     common_layers(app.fallback(crate::v1::not_found).with_state(state))
 }
 

@@ -35,6 +35,7 @@ on_both_backends!(
     deleted_models_are_gone_everywhere,
     bad_bodies_are_refused_credentials_first_then_with_a_validation_exception,
     bodies_nested_a_million_levels_deep_are_refused_and_the_server_keeps_serving,
+    a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests_still_go_through,
     eight_clients_running_at_once_all_get_correct_answers,
     sgt_clients_big_bodies_are_accepted,
     guessing_secrets_from_one_address_is_cut_off_before_the_slow_hash,
@@ -666,6 +667,59 @@ async fn bodies_nested_a_million_levels_deep_are_refused_and_the_server_keeps_se
     let message = v["message"].as_str().unwrap();
     assert!(message.contains("trailing") && !message.contains("null"), "{message}");
     assert_eq!(app.run(&user, "a", "m", &[vec![0.5, 0.5]]).await.len(), 1);
+}
+
+/// Large bodies share one memory budget (8 bodies at the limit); each client below sends 200 KiB
+/// of a 256 KiB body and stops, holding its share until it goes away.
+async fn a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests_still_go_through(b: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let limit = 256 << 10;
+    let app = spawn_with(b, |c| c.body_limit = limit).await;
+    let user = app.new_user().await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..24 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!("POST {CHECK} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {limit}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&vec![b' '; 200 << 10]).await.unwrap();
+        held.push(stream);
+    }
+    // A whole body under the limit: as busy as the budget, however the server reads it.
+    let whole = || format!("{}{}", " ".repeat(200 << 10), user.creds());
+    let exception = |v: &Value| v["exception"].as_str().map(str::to_owned);
+    let mut answer = app.post_raw(CHECK, whole()).await;
+    for _ in 0..100 {
+        if exception(&answer.1).as_deref() == Some("ThrottlingException") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        answer = app.post_raw(CHECK, whole()).await;
+    }
+    assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
+    assert_eq!(
+        exception(&answer.1).as_deref(),
+        Some("ThrottlingException"),
+        "{}",
+        answer.1
+    );
+    assert!(answer.1["message"].as_str().unwrap().contains("retry"), "{}", answer.1);
+    let (status, v) = app.post_raw("/api/v1/auth/login", whole()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "SERVICE_UNAVAILABLE", "{v}");
+    // Small bodies are read from no budget.
+    assert_eq!(app.ok(CHECK, user.creds()).await, json!(true));
+    // Once the crowd goes, its share comes back.
+    drop(held);
+    let mut answer = app.post_raw(CHECK, whole()).await;
+    for _ in 0..100 {
+        if answer.1 == json!(true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        answer = app.post_raw(CHECK, whole()).await;
+    }
+    assert_eq!(answer, (StatusCode::OK, json!(true)));
 }
 
 async fn eight_clients_running_at_once_all_get_correct_answers(b: Backend) {

@@ -1037,6 +1037,10 @@ async fn the_openapi_document_describes_every_v1_route(b: Backend) {
         if r.method == "PUT" {
             assert!(op["responses"]["409"].is_object(), "{}", r.name);
         }
+        // Every body waits on the memory all bodies share, which may be spent.
+        if op["requestBody"].is_object() {
+            assert!(op["responses"]["503"].is_object(), "{}", r.name);
+        }
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }

@@ -259,6 +259,7 @@ async fn body_bytes(req: Request) -> Result<Bytes, ApiError> {
         let mut e = match e {
             BodyError::TooLarge => ApiError::new(Code::Validation003, "request body is too large"),
             BodyError::Unreadable => ApiError::new(Code::Validation002, "cannot read the request body"),
+            BodyError::Busy => return ApiError::new(Code::ServiceUnavailable, crate::body::BUSY),
         };
         e.status = Some(StatusCode::BAD_REQUEST);
         e

@@ -39,6 +39,13 @@ fn add_common_errors(op: &mut Operation, access: Access, method: &str) {
         // Every PUT is an optimistic read-modify-write, which a concurrent change can refuse.
         errors.push(("409", "Changed concurrently; read it again and retry"));
     }
+    if op.request_body.is_some() {
+        // Bodies share one memory budget across all requests (`body::BodyBudget`).
+        errors.push((
+            "503",
+            "The server holds as many request bodies as it can; retry shortly",
+        ));
+    }
     if matches!(access, Access::Permission(_)) {
         errors.extend([
             ("401", "Missing, invalid, expired or revoked credential"),
