@@ -16,6 +16,8 @@ use maas_sidecar::{Sidecar, SidecarConfig};
 use maas_sidecar_client::SidecarClient;
 use maas_store::{StoreConfig, Stores};
 
+mod serve;
+
 #[derive(Parser, Clone, Debug)]
 #[command(name = "maas", about = "Run the whole maas platform on one machine")]
 pub struct Config {
@@ -45,6 +47,10 @@ pub struct Config {
     /// answered "busy" instead of piling up.
     #[arg(long, env = "MAAS_SIDECAR_QUEUE", default_value_t = 256)]
     pub sidecar_queue: usize,
+    /// Seconds a client may take to send a request's head, or leave its body idle, before the
+    /// connection is cut.
+    #[arg(long, env = "MAAS_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub idle_timeout_secs: u64,
     /// Seconds a training job's lease lasts without a heartbeat.
     #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
     pub lease_secs: u64,
@@ -126,12 +132,11 @@ impl Gateway {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "server stopped");
-            }
-        });
+        let server = tokio::spawn(serve::serve(
+            listener,
+            app,
+            Duration::from_secs(config.idle_timeout_secs),
+        ));
         Ok(Gateway {
             addr,
             system_key,

@@ -36,6 +36,7 @@ on_both_backends!(
     bad_bodies_are_refused_credentials_first_then_with_a_validation_exception,
     bodies_nested_a_million_levels_deep_are_refused_and_the_server_keeps_serving,
     a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests_still_go_through,
+    clients_that_stall_in_a_head_or_a_body_are_cut_off_after_the_idle_timeout,
     eight_clients_running_at_once_all_get_correct_answers,
     sgt_clients_big_bodies_are_accepted,
     guessing_secrets_from_one_address_is_cut_off_before_the_slow_hash,
@@ -720,6 +721,32 @@ async fn a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests
         answer = app.post_raw(CHECK, whole()).await;
     }
     assert_eq!(answer, (StatusCode::OK, json!(true)));
+}
+
+async fn clients_that_stall_in_a_head_or_a_body_are_cut_off_after_the_idle_timeout(b: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(b, |c| c.idle_timeout_secs = 1).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    // What the server sends before it closes a connection that sent `text` and stopped.
+    let after_stalling = |text: String| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(text.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut answer));
+            read.await.expect("the server closes the connection").ok();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let head = format!("POST {CHECK} HTTP/1.1\r\nhost: {addr}\r\n");
+    assert!(!after_stalling(head.clone()).await.contains("200 OK"));
+    let body = format!("{head}content-length: 1000\r\n\r\n{{\"secret_id\"");
+    let answer = after_stalling(body).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("cannot read request body"), "{answer}");
+    let user = app.new_user().await;
+    assert_eq!(app.ok(CHECK, user.creds()).await, json!(true));
 }
 
 async fn eight_clients_running_at_once_all_get_correct_answers(b: Backend) {

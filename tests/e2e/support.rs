@@ -34,6 +34,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
         sidecar_url: None,
         sidecar_secret: None,
         sidecar_queue: 256,
+        idle_timeout_secs: 30,
         lease_secs: 30,
         checkpoint_secs: 2.0,
         train_patience_steps: maas_sidecar::train::TrainConfig::default().window,
