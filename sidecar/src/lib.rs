@@ -10,6 +10,7 @@ pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use candle_core::Device;
 use maas_store::records::sgt::SgtRepo;
@@ -31,6 +32,8 @@ pub struct SidecarConfig {
     pub trainers: usize,
     /// Inference networks kept in memory.
     pub cache_models: usize,
+    /// How long a client of the HTTP face may take to send a request's head.
+    pub head_timeout: Duration,
     pub worker: WorkerConfig,
 }
 
@@ -43,6 +46,7 @@ impl SidecarConfig {
             compute: cores,
             trainers: 1,
             cache_models: 256,
+            head_timeout: Duration::from_secs(30),
             worker: WorkerConfig::default(),
         }
     }
@@ -103,7 +107,7 @@ impl Sidecar {
         });
         let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks: Vec<_> = listener
-            .map(|l| tokio::spawn(server::serve(l, state.clone())))
+            .map(|l| tokio::spawn(server::serve(l, state.clone(), cfg.head_timeout)))
             .into_iter()
             .collect();
         let instance = uuid::Uuid::new_v4().simple().to_string();

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use candle_core::{Device, Tensor};
@@ -42,21 +43,31 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
     r
 }
 
-pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
+/// Serves the sidecar's routes. Heads must arrive within `head_timeout`: the secret is checked
+/// only once a head is whole, so without a deadline anyone who can reach the port could hold
+/// connections open by sending a byte a minute.
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>, head_timeout: Duration) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(head_timeout);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait for some to close rather than spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let state = state.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(route(req, &state).await) }
+        });
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, &state).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
+            let _ = connection.await;
         });
     }
 }

@@ -11,6 +11,12 @@ async fn start(queue: usize) -> (Sidecar, tempfile::TempDir) {
 }
 
 async fn start_with_stores(queue: usize) -> (Sidecar, Stores, tempfile::TempDir) {
+    let mut cfg = SidecarConfig::new("right-secret");
+    cfg.queue = queue;
+    start_configured(cfg).await
+}
+
+async fn start_configured(cfg: SidecarConfig) -> (Sidecar, Stores, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let stores = Stores::open(&StoreConfig::Embedded {
         dir: dir.path().to_path_buf(),
@@ -18,8 +24,6 @@ async fn start_with_stores(queue: usize) -> (Sidecar, Stores, tempfile::TempDir)
     .await
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut cfg = SidecarConfig::new("right-secret");
-    cfg.queue = queue;
     (Sidecar::start(&stores, Some(listener), cfg).await.unwrap(), stores, dir)
 }
 
@@ -40,6 +44,23 @@ fn model(in_size: u32, out_size: u32) -> ModelRef {
         seed: 3,
         checkpoint: None,
     }
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_in_a_request_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = SidecarConfig::new("right-secret");
+    cfg.head_timeout = std::time::Duration::from_secs(1);
+    let (sidecar, _stores, _dir) = start_configured(cfg).await;
+    let mut stream = tokio::net::TcpStream::connect(sidecar.addr.unwrap()).await.unwrap();
+    stream
+        .write_all(b"POST /v1/sgt/run HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut rest));
+    assert!(closed.await.is_ok(), "the connection is still open");
+    sidecar.stop();
 }
 
 #[tokio::test]
