@@ -1,5 +1,5 @@
 //! The floor under any `run_sgt_model` server on this machine: the same HTTP stack as `maas`
-//! (axum on hyper and tokio) that only receives each body and sends back a precomputed answer of
+//! (axum on hyper and tokio, served by `maas::serve`) that only receives each body and sends back a precomputed answer of
 //! the right size. With `--read-rows` it also reads the rows with maas's reader, and nothing
 //! else. `bench/run.sh` drives it with `sgt_load` beside maas and the baseline, so BENCHMARKS.md
 //! can say how much of the budget the transport and the numbers take before any model runs.
@@ -53,6 +53,6 @@ async fn main() -> anyhow::Result<()> {
         .layer(Extension(BodyLimit(DEFAULT_BODY_LIMIT)))
         .layer(Extension(BodyBudget::for_limit(DEFAULT_BODY_LIMIT)));
     let listener = tokio::net::TcpListener::bind(&a.addr).await?;
-    axum::serve(listener, app).await?;
+    maas::serve::serve(listener, app, std::time::Duration::from_secs(30)).await;
     Ok(())
 }

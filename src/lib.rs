@@ -16,7 +16,7 @@ use maas_sidecar::{Sidecar, SidecarConfig};
 use maas_sidecar_client::SidecarClient;
 use maas_store::{StoreConfig, Stores};
 
-mod serve;
+pub mod serve;
 
 #[derive(Parser, Clone, Debug)]
 #[command(name = "maas", about = "Run the whole maas platform on one machine")]
