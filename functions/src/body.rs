@@ -1,7 +1,7 @@
-//! Reading request bodies under a per-router limit and a memory budget all bodies share. An oversized body is still read, and
-//! dropped, up to a bound before the error is answered: a server that answers and closes while
-//! the client is still sending makes most clients report a reset connection instead of the
-//! error (what nginx's lingering close avoids).
+//! Reading request bodies under a per-router limit and a memory budget all bodies share. An
+//! oversized body is still read, and dropped, up to a bound before the error is answered: a
+//! server that answers and closes while the client is still sending makes most clients report a
+//! reset connection instead of the error (what nginx's lingering close avoids).
 
 use std::sync::Arc;
 
