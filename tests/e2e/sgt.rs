@@ -17,6 +17,29 @@ pub const CLONE: &str = "/sgt/public/clone_sgt_model_to_mine";
 pub const RUN: &str = "/sgt/public/run_sgt_model";
 pub const UPLOAD: &str = "/sgt/public/upload_sgt_model_train_data";
 pub const TYPES: &str = "/sgt/public/list_model_type";
+/// Every route that reads credentials from its body: all but `list_model_type`.
+const READ_CREDENTIALS: [&str; 10] = [
+    UPDATE,
+    CHECK,
+    CREATE,
+    DELETE,
+    CLIENT_DATA,
+    MINE,
+    PUBLIC,
+    CLONE,
+    RUN,
+    UPLOAD,
+];
+
+/// Asserts that `answer` refuses a body as SGT does: 400 with `ValidationException`.
+fn assert_validation_refused(answer: &(StatusCode, Value), context: &str) {
+    assert_eq!(
+        (answer.0, answer.1["exception"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ValidationException")),
+        "{context}: {}",
+        answer.1
+    );
+}
 
 on_both_backends!(
     secrets_are_created_checked_rotated_and_expire,
@@ -537,35 +560,15 @@ async fn bad_bodies_are_refused_credentials_first_then_with_a_validation_excepti
     let app = spawn_with(b, |c| c.body_limit = 64 * 1024).await;
     let user = app.new_user().await;
     let stranger = json!({"secret_id": user.id, "secret_key": "not-the-key"});
-    for path in [
-        UPDATE,
-        CHECK,
-        CREATE,
-        DELETE,
-        CLIENT_DATA,
-        MINE,
-        PUBLIC,
-        CLONE,
-        RUN,
-        UPLOAD,
-    ] {
+    for path in READ_CREDENTIALS {
         // Not a JSON object: there are no credentials to check, so the body itself is refused.
         for body in ["", "{", "[1,2]", "null", "\u{0}", "{\"data\": [[1, 2]"] {
-            let (status, v) = app.post_raw(path, body).await;
-            assert_eq!(
-                (status, v["exception"].as_str()),
-                (StatusCode::BAD_REQUEST, Some("ValidationException")),
-                "{path} {body:?}: {v}"
-            );
+            assert_validation_refused(&app.post_raw(path, body).await, &format!("{path} {body:?}"));
         }
         // Nor is an array of the right credentials in field order, which serde would accept.
         let positional = json!([user.id, user.key]).to_string();
-        let (status, v) = app.post_raw(path, positional.clone()).await;
-        assert_eq!(
-            (status, v["exception"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("ValidationException")),
-            "{path} {positional}: {v}"
-        );
+        let answer = app.post_raw(path, positional.clone()).await;
+        assert_validation_refused(&answer, &format!("{path} {positional}"));
         // An object without its sender's credentials, or with mistyped or wrong ones, says only
         // that, whatever else is wrong with it.
         let system = json!({"key": app.system_key});
@@ -592,11 +595,7 @@ async fn bad_bodies_are_refused_credentials_first_then_with_a_validation_excepti
         let big = user.with(json!({"name": "m", "app_name": "a", "data": rows(800, 8, 1)}));
         assert!(serde_json::to_vec(&big).unwrap().len() > 64 * 1024);
         let (status, v) = app.post(path, big).await;
-        assert_eq!(
-            (status, v["exception"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("ValidationException")),
-            "{path}: {v}"
-        );
+        assert_validation_refused(&(status, v.clone()), path);
         assert!(v["message"].as_str().unwrap().contains("too large"), "{path}: {v}");
     }
     // Unknown routes and wrong methods are plain HTTP errors, never 500.
@@ -631,25 +630,10 @@ async fn bodies_nested_a_million_levels_deep_are_refused_and_the_server_keeps_se
     app.create_model(&user, "a", "m", 2, 1, false).await;
     let creds = user.with(json!({"name": "m", "app_name": "a"})).to_string();
     let abyss = |field: &str| format!("{},\"{field}\":{}", &creds[..creds.len() - 1], "[".repeat(1 << 20));
-    for path in [
-        UPDATE,
-        CHECK,
-        CREATE,
-        DELETE,
-        CLIENT_DATA,
-        MINE,
-        PUBLIC,
-        CLONE,
-        RUN,
-        UPLOAD,
-    ] {
+    for path in READ_CREDENTIALS {
         for field in ["data", "train_data", "secret_id", "unknown"] {
             let (status, v) = app.post_raw(path, abyss(field)).await;
-            assert_eq!(
-                (status, v["exception"].as_str()),
-                (StatusCode::BAD_REQUEST, Some("ValidationException")),
-                "{path} {field}: {v}"
-            );
+            assert_validation_refused(&(status, v.clone()), &format!("{path} {field}"));
             // The rows reader, which reads a run's `data` first, refuses it in its own words.
             let message = v["message"].as_str().unwrap();
             let expected = match (path, field) {
@@ -688,22 +672,25 @@ async fn a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests
     }
     // A whole body under the limit: as busy as the budget, however the server reads it.
     let whole = || format!("{}{}", " ".repeat(200 << 10), user.creds());
-    let exception = |v: &Value| v["exception"].as_str().map(str::to_owned);
-    let mut answer = app.post_raw(CHECK, whole()).await;
-    for _ in 0..100 {
-        if exception(&answer.1).as_deref() == Some("ThrottlingException") {
-            break;
+    // The server reads the crowd's bytes in its own time: ask until the answer settles.
+    let settled = |until: fn(&Value) -> bool| {
+        let whole = whole.clone();
+        let app = &app;
+        async move {
+            let mut answer = app.post_raw(CHECK, whole()).await;
+            for _ in 0..100 {
+                if until(&answer.1) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                answer = app.post_raw(CHECK, whole()).await;
+            }
+            answer
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        answer = app.post_raw(CHECK, whole()).await;
-    }
+    };
+    let answer = settled(|v| v["exception"] == "ThrottlingException").await;
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
-    assert_eq!(
-        exception(&answer.1).as_deref(),
-        Some("ThrottlingException"),
-        "{}",
-        answer.1
-    );
+    assert_eq!(answer.1["exception"], "ThrottlingException", "{}", answer.1);
     assert!(answer.1["message"].as_str().unwrap().contains("retry"), "{}", answer.1);
     let (status, v) = app.post_raw("/api/v1/auth/login", whole()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
@@ -712,15 +699,7 @@ async fn a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests
     assert_eq!(app.ok(CHECK, user.creds()).await, json!(true));
     // Once the crowd goes, its share comes back.
     drop(held);
-    let mut answer = app.post_raw(CHECK, whole()).await;
-    for _ in 0..100 {
-        if answer.1 == json!(true) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        answer = app.post_raw(CHECK, whole()).await;
-    }
-    assert_eq!(answer, (StatusCode::OK, json!(true)));
+    assert_eq!(settled(|v| *v == json!(true)).await, (StatusCode::OK, json!(true)));
 }
 
 async fn clients_that_stall_in_a_head_or_a_body_are_cut_off_after_the_idle_timeout(b: Backend) {
@@ -745,6 +724,10 @@ async fn clients_that_stall_in_a_head_or_a_body_are_cut_off_after_the_idle_timeo
     let answer = after_stalling(body).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("cannot read request body"), "{answer}");
+    let v1_body = format!("POST /api/v1/auth/login HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n{{");
+    let answer = after_stalling(v1_body).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("VALIDATION_002"), "{answer}");
     let user = app.new_user().await;
     assert_eq!(app.ok(CHECK, user.creds()).await, json!(true));
 }
