@@ -674,7 +674,6 @@ async fn a_crowd_of_half_sent_large_bodies_is_refused_as_busy_and_small_requests
     let whole = || format!("{}{}", " ".repeat(200 << 10), user.creds());
     // The server reads the crowd's bytes in its own time: ask until the answer settles.
     let settled = |until: fn(&Value) -> bool| {
-        let whole = whole.clone();
         let app = &app;
         async move {
             let mut answer = app.post_raw(CHECK, whole()).await;
