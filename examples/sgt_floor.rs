@@ -1,8 +1,10 @@
 //! The floor under any `run_sgt_model` server on this machine: the same HTTP stack as `maas`
-//! (axum on hyper and tokio, served by `maas::serve`) that only receives each body and sends back a precomputed answer of
-//! the right size. With `--read-rows` it also reads the rows with maas's reader, and nothing
-//! else. `bench/run.sh` drives it with `sgt_load` beside maas and the baseline, so BENCHMARKS.md
-//! can say how much of the budget the transport and the numbers take before any model runs.
+//! (axum on hyper and tokio, served by `maas::serve`) that only receives each body, under the
+//! same limit and budget, and sends back a precomputed answer of the right size; the frames are
+//! dropped as they come. With `--read-rows` it also reads the rows as maas reads them, while the
+//! body arrives, and nothing else. `bench/run.sh` drives it with `sgt_load` beside maas and
+//! the baseline, so BENCHMARKS.md can say how much of the budget the transport and the numbers
+//! take before any model runs.
 //!
 //!   cargo run --release --example sgt_floor -- --addr 127.0.0.1:18082 [--read-rows]
 
@@ -11,10 +13,21 @@ use axum::extract::Request;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use clap::Parser;
-use maas_functions::body::{self, BodyBudget, BodyLimit};
+use maas_functions::body::{self, BodyBudget, BodyLimit, Sink};
 use maas_functions::config::DEFAULT_BODY_LIMIT;
+use maas_functions::http::RUN_VALUES_READ;
 use maas_functions::sgt::answer::rows_json;
 use maas_functions::sgt::rows::split_data;
+use maas_functions::sgt::run_body::RunBody;
+
+/// Frames counted and dropped.
+struct Dropped(usize);
+
+impl Sink for Dropped {
+    fn take(&mut self, frame: Bytes) {
+        self.0 += frame.len();
+    }
+}
 
 #[derive(Parser)]
 struct Args {
@@ -37,11 +50,16 @@ async fn main() -> anyhow::Result<()> {
     let values: Vec<f32> = (0..a.rows * a.out).map(|i| ((i as f32) * 0.37).sin() * 0.9).collect();
     let answer = Bytes::from(rows_json(&values, a.out));
     let read_rows = a.read_rows;
-    // The body is read as maas reads it, under the same limit and budget.
     let run = post(move |req: Request| async move {
-        let body = body::read(req).await.unwrap_or_default();
-        if read_rows {
-            std::hint::black_box(split_data(&body, usize::MAX));
+        if !read_rows {
+            std::hint::black_box(body::read_into(req, |_| Dropped(0)).await.map(|(d, _)| d.0).ok());
+            return answer;
+        }
+        if let Ok((mut run, _share)) = body::read_into(req, |len| RunBody::new(len, RUN_VALUES_READ)).await {
+            // As maas does: a body whose rows did not read as it came is read whole.
+            if std::hint::black_box(run.rows_and_rest()).is_none() {
+                std::hint::black_box(split_data(&run.whole(), RUN_VALUES_READ));
+            }
         }
         answer
     });

@@ -60,10 +60,27 @@ impl BodyBudget {
     }
 }
 
+/// A body's share of the [`BodyBudget`]: hold it as long as the body's bytes.
+#[derive(Debug)]
+pub struct Share {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a body's frames go as they arrive, once the limit and the budget allow them.
+pub trait Sink {
+    fn take(&mut self, frame: Bytes);
+}
+
+impl Sink for BytesMut {
+    fn take(&mut self, frame: Bytes) {
+        self.extend_from_slice(&frame);
+    }
+}
+
 /// A body's bytes with the share of the budget they hold.
 struct Held {
     bytes: BytesMut,
-    _share: Option<OwnedSemaphorePermit>,
+    _share: Share,
 }
 
 impl AsRef<[u8]> for Held {
@@ -93,9 +110,17 @@ fn declared_length(req: &Request) -> Option<usize> {
 }
 
 /// The whole body, or why not. Without a [`BodyLimit`] and a [`BodyBudget`] on the router
-/// nothing is accepted. The budget is taken as the bytes arrive, not as declared: a client that
-/// declares a large body and sends it slowly holds only what it has sent.
+/// nothing is accepted.
 pub async fn read(req: Request) -> Result<Bytes, BodyError> {
+    let (bytes, share) = read_into(req, BytesMut::with_capacity).await?;
+    Ok(Bytes::from_owner(Held { bytes, _share: share }))
+}
+
+/// The body's frames given to the sink that `sink` makes for the length the body declares (0
+/// when it does not), with the body's share of the budget; or why not. The budget is taken as
+/// the bytes arrive, not as declared: a client that declares a large body and sends it slowly
+/// holds only what it has sent.
+pub async fn read_into<S: Sink>(req: Request, sink: impl FnOnce(usize) -> S) -> Result<(S, Share), BodyError> {
     let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
     let budget = req
         .extensions()
@@ -110,14 +135,14 @@ pub async fn read(req: Request) -> Result<Bytes, BodyError> {
     }
     let mut body = req.into_body();
     // Sized once from the declared length: pages the body never reaches are never touched.
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    let (mut seen, mut share, mut refused) = (0usize, None, None);
+    let mut sink = Ok(sink(declared.unwrap_or(0).min(limit)));
+    let (mut seen, mut share) = (0usize, None);
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| BodyError::Unreadable)?.into_data() else {
             continue; // trailers
         };
         seen = seen.saturating_add(data.len());
-        if refused.is_none() {
+        if let Ok(kept) = &mut sink {
             let room = if seen > limit {
                 Err(BodyError::TooLarge)
             } else {
@@ -125,24 +150,18 @@ pub async fn read(req: Request) -> Result<Bytes, BodyError> {
             };
             match room {
                 Ok(()) => {
-                    buf.extend_from_slice(&data);
+                    kept.take(data);
                     continue;
                 }
                 // Drained, not kept, so the client still reads the answer.
-                Err(e) => (refused, buf, share) = (Some(e), BytesMut::new(), None),
+                Err(e) => (sink, share) = (Err(e), None),
             }
         }
         if seen > drain_to {
             break;
         }
     }
-    match refused {
-        Some(e) => Err(e),
-        None => Ok(Bytes::from_owner(Held {
-            bytes: buf,
-            _share: share,
-        })),
-    }
+    Ok((sink?, Share { _permit: share }))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use axum::Router;
 use bytes::Bytes;
 
 use crate::body::{BodyError, BodyLimit, BUSY};
+use crate::sgt::requests::MAX_RUN_VALUES;
+use crate::sgt::run_body::RunBody;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -122,11 +124,35 @@ impl<S: Send + Sync> FromRequest<S> for SgtBody {
     type Rejection = SgtError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, SgtError> {
-        crate::body::read(req).await.map(SgtBody).map_err(|e| match e {
-            BodyError::TooLarge => SgtError::Validation("request body is too large".into()),
-            BodyError::Unreadable => SgtError::Validation("cannot read request body".into()),
-            BodyError::Busy => SgtError::Throttled(BUSY.into()),
-        })
+        crate::body::read(req).await.map(SgtBody).map_err(body_error)
+    }
+}
+
+/// A run request's body, its rows read as it arrived (see [`RunBody`]).
+pub struct SgtRunBody(pub RunBody);
+
+impl<S: Send + Sync> FromRequest<S> for SgtRunBody {
+    type Rejection = SgtError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, SgtError> {
+        let (mut body, share) = crate::body::read_into(req, |len| RunBody::new(len, RUN_VALUES_READ))
+            .await
+            .map_err(body_error)?;
+        body.hold(share);
+        Ok(SgtRunBody(body))
+    }
+}
+
+/// How many numbers a run request's rows are read up to: one past the most a request may
+/// send, so that an oversized request is refused after reading a bounded amount.
+pub const RUN_VALUES_READ: usize = MAX_RUN_VALUES + 1;
+
+/// A body that could not be read, as an SGT error.
+fn body_error(e: BodyError) -> SgtError {
+    match e {
+        BodyError::TooLarge => SgtError::Validation("request body is too large".into()),
+        BodyError::Unreadable => SgtError::Validation("cannot read request body".into()),
+        BodyError::Busy => SgtError::Throttled(BUSY.into()),
     }
 }
 

@@ -11,7 +11,7 @@ use super::extract::{check, is_system_key, refuse, Caller, SgtJson, BAD_SECRET, 
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
-use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtBody, SgtError};
+use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtError, SgtRunBody, RUN_VALUES_READ};
 use crate::state::AppState;
 use crate::v1::envelope::Code;
 use crate::v1::guard::{key_principal, Principal};
@@ -252,11 +252,11 @@ pub async fn clone_model_to_mine(
     }
 }
 
-/// Reads a run request: the rows in one pass over the big array, the rest through serde.
-/// Shape problems are returned separately so they are reported after authentication.
+/// Reads a whole run request, for one whose rows did not read as it arrived: the rows in one
+/// pass over the big array, the rest through serde. Shape problems are returned separately so
+/// they are reported after authentication.
 fn parse_run(body: &[u8]) -> Result<(ModelAddress, Result<Rows, RowsError>), SgtError> {
-    // Headroom so an oversized request is refused after parsing a bounded amount.
-    let limit = MAX_RUN_VALUES + 1;
+    let limit = RUN_VALUES_READ;
     match split_data(body, limit) {
         // When the rest is wrong, the body as sent words it: the rest's errors would quote the
         // `null` that stands in for the rows, at columns the client never sent.
@@ -293,10 +293,21 @@ fn model_ref(m: &SgtModel) -> ModelRef {
     }
 }
 
-pub async fn run_model(State(state): State<AppState>, from: ClientIp, SgtBody(body): SgtBody) -> Reply {
-    let (address, rows) = match parse_run(&body) {
-        Ok(parsed) => parsed,
-        Err(problem) => return Err(refuse(&state, &body, Caller::Secret, problem, &from).await),
+pub async fn run_model(State(state): State<AppState>, from: ClientIp, SgtRunBody(mut body): SgtRunBody) -> Reply {
+    // The rows were read as the body arrived; when they were not, or the rest does not read,
+    // the whole body is read again, and words what is wrong.
+    let streamed = body
+        .rows_and_rest()
+        .and_then(|(rows, rest)| Some((parse_json::<RunModelHead>(&rest).ok()?.model, Ok(rows))));
+    let (address, rows) = match streamed {
+        Some(parsed) => parsed,
+        None => {
+            let whole = body.whole();
+            match parse_run(&whole) {
+                Ok(parsed) => parsed,
+                Err(problem) => return Err(refuse(&state, &whole, Caller::Secret, problem, &from).await),
+            }
+        }
     };
     let owner = authenticate(&state, &address.creds, "inference:create", &from).await?;
     let model = own_model(&state, &owner, &address).await?;

@@ -9,4 +9,5 @@ pub mod requests;
 pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod rows_avx2;
+pub mod run_body;
 pub mod train_data;

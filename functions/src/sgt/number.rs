@@ -18,7 +18,7 @@ const MAX_DIGITS: usize = 19;
 
 /// The number at `s[i..]`: `Some((value, end))`, or `None` when it is not a JSON number.
 /// Values beyond `f32`'s range come back infinite, for the caller to refuse.
-#[inline]
+#[inline(always)]
 pub fn parse_f32(s: &[u8], i: usize) -> Option<(f32, usize)> {
     let (fast, end) = scan(s, i)?;
     Some((fast.or_else(|| slow(&s[i..end]))?, end))

@@ -83,16 +83,83 @@ fn parse_rows(json: &[u8], width: usize, max_values: usize) -> Result<(Vec<f32>,
     Ok((rows.values, rows.rows))
 }
 
+/// Where a piece of a rows array starts: at the array's `[`, or right after one of its rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum At {
+    Open,
+    AfterRow,
+}
+
+/// How a piece of a rows array ended.
+#[derive(Debug, PartialEq)]
+pub enum Piece {
+    /// Right after a row; the array goes on in the next piece.
+    Continue,
+    /// The array ended, its text at this many bytes into the piece.
+    Ended(usize),
+}
+
+/// The rows read so far from the pieces of one array.
+#[derive(Debug)]
+pub struct RowsSoFar {
+    pub values: Vec<f32>,
+    pub rows: usize,
+    /// Every row's width: given, or the first row's.
+    pub width: Option<usize>,
+}
+
+impl RowsSoFar {
+    /// Room for the numbers a text of `text_len` bytes can hold, up to `max_values`.
+    pub fn new(width: Option<usize>, text_len: usize, max_values: usize) -> Self {
+        RowsSoFar {
+            values: Vec::with_capacity((text_len / 8).min(max_values)),
+            rows: 0,
+            width,
+        }
+    }
+
+    pub fn into_rows(self) -> Rows {
+        Rows {
+            values: self.values,
+            rows: self.rows,
+            width: self.width.unwrap_or(0),
+        }
+    }
+}
+
 /// Parses one rows array at the start of `json` and says how many bytes it used. With
 /// `width: None` every row must be as wide as the first.
 pub fn parse_rows_prefix(json: &[u8], width: Option<usize>, max_values: usize) -> Result<(Rows, usize), RowsError> {
+    let mut acc = RowsSoFar::new(width, json.len(), max_values);
+    match read_piece(json, At::Open, &mut acc, max_values, true)? {
+        Piece::Ended(used) => Ok((acc.into_rows(), used)),
+        Piece::Continue => unreachable!("a whole text never ends after a row"),
+    }
+}
+
+/// Reads the rows in `json`, one piece of an array that starts `at`, into `acc`. A piece that is
+/// not `whole` may end right after any row ([`Piece::Continue`]); a whole one must hold the
+/// array's end. Read piece by piece, an array gives what it gives read whole.
+pub fn read_piece(
+    json: &[u8],
+    at: At,
+    acc: &mut RowsSoFar,
+    max_values: usize,
+    whole: bool,
+) -> Result<Piece, RowsError> {
     #[cfg(target_arch = "x86_64")]
     if numbers_are_long(json) {
-        if let Some(parsed) = super::rows_avx2::parse_rows_prefix(json, width, max_values) {
-            return Ok(parsed);
+        let (len, rows, width) = (acc.values.len(), acc.rows, acc.width);
+        match super::rows_avx2::read_piece(json, at, acc, max_values) {
+            Some(Piece::Continue) if whole => {}
+            Some(piece) => return Ok(piece),
+            None => {}
         }
+        // The portable reader starts the piece again, and words what is wrong.
+        acc.values.truncate(len);
+        (acc.rows, acc.width) = (rows, width);
     }
-    parse_rows_portably(json, width, max_values)
+    read_portably(json, at, acc, max_values, whole)
 }
 
 /// Whether the numbers at the start of `json` average 10 bytes or more. The AVX2 reader costs
@@ -107,25 +174,37 @@ fn numbers_are_long(json: &[u8]) -> bool {
 /// [`parse_rows_prefix`] a byte at a time, on any CPU; the one that words errors. Public for
 /// `--bench rows`, which measures it against the AVX2 reader.
 pub fn parse_rows_portably(json: &[u8], width: Option<usize>, max_values: usize) -> Result<(Rows, usize), RowsError> {
-    let mut width = width;
+    let mut acc = RowsSoFar::new(width, json.len(), max_values);
+    match read_portably(json, At::Open, &mut acc, max_values, true)? {
+        Piece::Ended(used) => Ok((acc.into_rows(), used)),
+        Piece::Continue => unreachable!("a whole text never ends after a row"),
+    }
+}
+
+/// [`read_piece`] a byte at a time.
+fn read_portably(json: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize, whole: bool) -> Result<Piece, RowsError> {
     let mut c = Cursor { s: json, i: 0 };
-    if c.next() != Some(b'[') {
-        return Err(c.malformed("expected '['"));
+    let mut after_row = at == At::AfterRow;
+    if !after_row {
+        if c.next() != Some(b'[') {
+            return Err(c.malformed("expected '['"));
+        }
+        if c.peek() == Some(b']') {
+            c.i += 1;
+            return Ok(Piece::Ended(c.i));
+        }
     }
-    let mut out = Vec::with_capacity((json.len() / 8).min(max_values));
-    let mut rows = 0;
-    if c.peek() == Some(b']') {
-        c.i += 1;
-        return Ok((
-            Rows {
-                values: out,
-                rows,
-                width: width.unwrap_or(0),
-            },
-            c.i,
-        ));
-    }
+    let out = &mut acc.values;
     loop {
+        if after_row {
+            match c.next() {
+                Some(b',') => {}
+                Some(b']') => return Ok(Piece::Ended(c.i)),
+                None if !whole => return Ok(Piece::Continue),
+                _ => return Err(c.malformed("expected ',' or ']'")),
+            }
+        }
+        after_row = true;
         if c.next() != Some(b'[') {
             return Err(c.malformed("expected a row"));
         }
@@ -142,22 +221,8 @@ pub fn parse_rows_portably(json: &[u8], width: Option<usize>, max_values: usize)
                 }
             }
         }
-        close_row(&out, start, rows, &mut width, max_values)?;
-        rows += 1;
-        match c.next() {
-            Some(b',') => continue,
-            Some(b']') => {
-                return Ok((
-                    Rows {
-                        values: out,
-                        rows,
-                        width: width.unwrap_or(0),
-                    },
-                    c.i,
-                ))
-            }
-            _ => return Err(c.malformed("expected ',' or ']'")),
-        }
+        close_row(out, start, acc.rows, &mut acc.width, max_values)?;
+        acc.rows += 1;
     }
 }
 
@@ -192,6 +257,20 @@ pub(super) fn close_row(
 /// `None` when the body is not a plain object with a plain `"data"` key (then the caller takes
 /// the general path, which reports errors precisely).
 pub fn split_data(body: &[u8], max_values: usize) -> Option<Result<(Rows, Vec<u8>), RowsError>> {
+    let start = data_value_start(body)?;
+    Some(parse_rows_prefix(&body[start..], None, max_values).map(|(rows, used)| {
+        let mut rest = Vec::with_capacity(body.len() - used + 4);
+        rest.extend_from_slice(&body[..start]);
+        rest.extend_from_slice(b"null");
+        rest.extend_from_slice(&body[start + used..]);
+        (rows, rest)
+    }))
+}
+
+/// Where the value of the top-level `"data"` key of the object in `body` starts (past any
+/// whitespace), when the keys before it are plain. A body cut short gives the same answer as
+/// the whole body, `None`, or its own length (then the value has not begun within it).
+pub fn data_value_start(body: &[u8]) -> Option<usize> {
     let mut c = Cursor { s: body, i: 0 };
     if c.next()? != b'{' {
         return None;
@@ -206,16 +285,9 @@ pub fn split_data(body: &[u8], max_values: usize) -> Option<Result<(Rows, Vec<u8
         if c.next()? != b':' {
             return None;
         }
-        c.skip_ws();
         if is_data {
-            let start = c.i;
-            return Some(parse_rows_prefix(&body[start..], None, max_values).map(|(rows, used)| {
-                let mut rest = Vec::with_capacity(body.len() - used + 4);
-                rest.extend_from_slice(&body[..start]);
-                rest.extend_from_slice(b"null");
-                rest.extend_from_slice(&body[start + used..]);
-                (rows, rest)
-            }));
+            c.skip_ws();
+            return Some(c.i);
         }
         skip_value(&mut c)?;
         match c.next()? {

@@ -15,17 +15,32 @@
 use std::arch::x86_64::*;
 
 use super::number::{exponent, parse_f32, scale, slow};
-use super::rows::{close_row, skip_ws, Rows};
+use super::rows::{close_row, skip_ws, At, Piece, RowsSoFar};
 
 /// The rows array at the start of `json` and the bytes it used, when it is well formed and every
 /// row is `width` wide (or, with `None`, as wide as the first); `None` otherwise, or when this CPU
-/// lacks AVX2 or BMI1.
-pub(super) fn parse_rows_prefix(json: &[u8], width: Option<usize>, max_values: usize) -> Option<(Rows, usize)> {
+/// lacks AVX2 or BMI1. What the tests compare with the portable reader.
+#[cfg(test)]
+pub(super) fn parse_rows_prefix(
+    json: &[u8],
+    width: Option<usize>,
+    max_values: usize,
+) -> Option<(super::rows::Rows, usize)> {
+    let mut acc = RowsSoFar::new(width, json.len(), max_values);
+    match read_piece(json, At::Open, &mut acc, max_values)? {
+        Piece::Ended(used) => Some((acc.into_rows(), used)),
+        Piece::Continue => None,
+    }
+}
+
+/// One piece of a rows array read into `acc`, as [`super::rows::read_piece`] reads it, when it is
+/// well formed; `None` otherwise (with `acc` part-way), or when this CPU lacks AVX2 or BMI1.
+pub(super) fn read_piece(json: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize) -> Option<Piece> {
     if !available() {
         return None;
     }
     // SAFETY: the CPU has both features `read` is compiled for.
-    unsafe { read(json, width, max_values) }
+    unsafe { read(json, at, acc, max_values) }
 }
 
 /// Whether this CPU has what [`read`] is compiled for. Elsewhere the portable reader reads
@@ -42,13 +57,26 @@ enum Gap {
     Row(usize),
     /// The row and the whole array ended; the array's text ends here.
     End(usize),
+    /// The row ended, and so did the text: the piece ended after a row.
+    Edge,
 }
 
 #[target_feature(enable = "avx2,bmi1")]
-fn read(s: &[u8], width: Option<usize>, max_values: usize) -> Option<(Rows, usize)> {
-    let mut expect = open(s)?;
-    let mut out = Vec::with_capacity((s.len() / 8).min(max_values));
-    let (mut width, mut rows, mut row_start) = (width, 0, 0);
+fn read(s: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize) -> Option<Piece> {
+    let mut expect = match at {
+        At::Open => open(s)?,
+        At::AfterRow => match after_row(s, 0)? {
+            Gap::Row(i) => i,
+            Gap::End(i) => return Some(Piece::Ended(i)),
+            _ => return Some(Piece::Continue),
+        },
+    };
+    let RowsSoFar {
+        values: out,
+        rows,
+        width,
+    } = acc;
+    let mut row_start = out.len();
     let mut carry = 0;
     for block in (0..s.len()).step_by(64) {
         let (start_chars, number_chars) = classify(s, block);
@@ -63,26 +91,18 @@ fn read(s: &[u8], width: Option<usize>, max_values: usize) -> Option<(Rows, usiz
             }
             let (v, end) = number(s, p)?;
             out.push(v);
-            expect = match gap(s, end)? {
-                Gap::Next(i) => i,
-                Gap::Row(i) => {
-                    close_row(&out, row_start, rows, &mut width, max_values).ok()?;
-                    (rows, row_start) = (rows + 1, out.len());
-                    i
-                }
-                Gap::End(i) => {
-                    close_row(&out, row_start, rows, &mut width, max_values).ok()?;
-                    let width = width.unwrap_or(0);
-                    return Some((
-                        Rows {
-                            values: out,
-                            rows: rows + 1,
-                            width,
-                        },
-                        i,
-                    ));
-                }
-            };
+            let gap = gap(s, end)?;
+            if let Gap::Next(i) = gap {
+                expect = i;
+                continue;
+            }
+            close_row(out, row_start, *rows, width, max_values).ok()?;
+            (*rows, row_start) = (*rows + 1, out.len());
+            match gap {
+                Gap::Row(i) => expect = i,
+                Gap::End(i) => return Some(Piece::Ended(i)),
+                _ => return Some(Piece::Continue),
+            }
         }
     }
     None
@@ -102,17 +122,22 @@ fn gap(s: &[u8], i: usize) -> Option<Gap> {
     let i = skip_ws(s, i);
     match s.get(i)? {
         b',' => Some(Gap::Next(skip_ws(s, i + 1))),
-        b']' => {
+        b']' => after_row(s, i + 1),
+        _ => None,
+    }
+}
+
+/// The JSON after a row that closed before `i`.
+#[inline(always)]
+fn after_row(s: &[u8], i: usize) -> Option<Gap> {
+    let i = skip_ws(s, i);
+    match s.get(i) {
+        None => Some(Gap::Edge),
+        Some(b',') => {
             let i = skip_ws(s, i + 1);
-            match s.get(i)? {
-                b',' => {
-                    let i = skip_ws(s, i + 1);
-                    (s.get(i) == Some(&b'[')).then(|| Gap::Row(skip_ws(s, i + 1)))
-                }
-                b']' => Some(Gap::End(i + 1)),
-                _ => None,
-            }
+            (s.get(i) == Some(&b'[')).then(|| Gap::Row(skip_ws(s, i + 1)))
         }
+        Some(b']') => Some(Gap::End(i + 1)),
         _ => None,
     }
 }
