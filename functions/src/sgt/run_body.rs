@@ -19,6 +19,10 @@ use crate::body::{Share, Sink};
 /// later is read whole.
 const MAX_HEAD: usize = 64 << 10;
 
+/// The longest cut row kept; a longer one (over 40,000 numbers) goes to the whole-body path.
+/// Kept beside the frames, which the body budget counts, this bounds what it does not count.
+const MAX_CUT: usize = 1 << 20;
+
 /// A run request's body, and its rows when they could be read as it arrived.
 pub struct RunBody {
     /// Every frame as it came, for [`RunBody::whole`].
@@ -76,14 +80,17 @@ impl RunBody {
         Some((rows.into_rows(), std::mem::take(&mut self.rest)))
     }
 
-    /// The whole body as sent, copied into one buffer unless it came in one frame.
-    pub fn whole(&self) -> Bytes {
-        if let [one] = self.frames.as_slice() {
+    /// The whole body as sent, taken once: copied into one buffer unless it came in one frame,
+    /// each frame let go once copied, so the body is held about once, as the budget counts it.
+    pub fn whole(&mut self) -> Bytes {
+        self.state = State::Off;
+        let frames = std::mem::take(&mut self.frames);
+        if let [one] = frames.as_slice() {
             return one.clone();
         }
-        let mut body = BytesMut::with_capacity(self.frames.iter().map(Bytes::len).sum());
-        for frame in &self.frames {
-            body.extend_from_slice(frame);
+        let mut body = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+        for frame in frames {
+            body.extend_from_slice(&frame);
         }
         body.freeze()
     }
@@ -125,10 +132,13 @@ impl RunBody {
     fn rows_in(&mut self, mut piece: &[u8]) {
         if !self.cut.is_empty() {
             let Some(j) = piece.iter().position(|&b| b == b']') else {
-                return self.cut.extend_from_slice(piece);
+                return self.keep_cut(piece);
             };
+            self.keep_cut(&piece[..=j]);
+            if !matches!(self.state, State::Rows(_)) {
+                return;
+            }
             let mut cut = std::mem::take(&mut self.cut);
-            cut.extend_from_slice(&piece[..=j]);
             let going = self.read(&cut);
             cut.clear();
             self.cut = cut;
@@ -138,9 +148,19 @@ impl RunBody {
             }
         }
         match piece.iter().rposition(|&b| b == b']') {
-            Some(j) if self.read(&piece[..=j]) => self.cut.extend_from_slice(&piece[j + 1..]),
+            Some(j) if self.read(&piece[..=j]) => self.keep_cut(&piece[j + 1..]),
             Some(j) => self.after_rows(&piece[j + 1..]),
-            None => self.cut.extend_from_slice(piece),
+            None => self.keep_cut(piece),
+        }
+    }
+
+    /// Keeps `bytes` as the cut row's, unless that makes it longer than [`MAX_CUT`].
+    fn keep_cut(&mut self, bytes: &[u8]) {
+        if self.cut.len() + bytes.len() > MAX_CUT {
+            self.state = State::Off;
+            self.cut = Vec::new();
+        } else {
+            self.cut.extend_from_slice(bytes);
         }
     }
 
@@ -201,8 +221,9 @@ mod tests {
     /// path; and the whole body is kept either way. Whether it was read as it came.
     fn agrees(body: &[u8], cuts: &[usize]) -> bool {
         let mut run = streamed(body, cuts);
+        let read = run.rows_and_rest();
         assert_eq!(run.whole(), body);
-        let Some((rows, rest)) = run.rows_and_rest() else {
+        let Some((rows, rest)) = read else {
             return false;
         };
         let shown = String::from_utf8_lossy(body);
@@ -334,6 +355,11 @@ mod tests {
         let long = format!(r#"{{"pad": "{}", "data": [[1]]}}"#, "p".repeat(2 * MAX_HEAD));
         assert!(!agrees(long.as_bytes(), &[10, MAX_HEAD + 10]));
         assert!(agrees(long.as_bytes(), &[10, MAX_HEAD - 10]));
+        // So is a row cut by a frame's end that goes on past MAX_CUT.
+        let wide = format!(r#"{{"data": [[{}1]]}}"#, "0.5, ".repeat(MAX_CUT / 5));
+        assert!(!agrees(wide.as_bytes(), &[100]));
+        assert!(agrees(wide.as_bytes(), &[]));
+        assert!(split_data(wide.as_bytes(), MAX).unwrap().is_ok());
         assert!(split_data(long.as_bytes(), MAX).unwrap().is_ok());
     }
 }
