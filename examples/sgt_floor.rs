@@ -15,8 +15,8 @@ use axum::{Extension, Router};
 use clap::Parser;
 use maas_functions::body::{self, BodyBudget, BodyLimit, Sink};
 use maas_functions::config::DEFAULT_BODY_LIMIT;
-use maas_functions::http::RUN_VALUES_READ;
 use maas_functions::sgt::answer::rows_json;
+use maas_functions::sgt::requests::RUN_VALUES_READ;
 use maas_functions::sgt::rows::split_data;
 use maas_functions::sgt::run_body::RunBody;
 

@@ -8,8 +8,6 @@ use axum::Router;
 use bytes::Bytes;
 
 use crate::body::{BodyError, BodyLimit, BUSY};
-use crate::sgt::requests::MAX_RUN_VALUES;
-use crate::sgt::run_body::RunBody;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -128,27 +126,8 @@ impl<S: Send + Sync> FromRequest<S> for SgtBody {
     }
 }
 
-/// A run request's body, its rows read as it arrived (see [`RunBody`]).
-pub struct SgtRunBody(pub RunBody);
-
-impl<S: Send + Sync> FromRequest<S> for SgtRunBody {
-    type Rejection = SgtError;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, SgtError> {
-        let (mut body, share) = crate::body::read_into(req, |len| RunBody::new(len, RUN_VALUES_READ))
-            .await
-            .map_err(body_error)?;
-        body.hold(share);
-        Ok(SgtRunBody(body))
-    }
-}
-
-/// How many numbers a run request's rows are read up to: one past the most a request may
-/// send, so that an oversized request is refused after reading a bounded amount.
-pub const RUN_VALUES_READ: usize = MAX_RUN_VALUES + 1;
-
 /// A body that could not be read, as an SGT error.
-fn body_error(e: BodyError) -> SgtError {
+pub fn body_error(e: BodyError) -> SgtError {
     match e {
         BodyError::TooLarge => SgtError::Validation("request body is too large".into()),
         BodyError::Unreadable => SgtError::Validation("cannot read request body".into()),

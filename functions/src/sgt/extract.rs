@@ -9,8 +9,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::requests::*;
+use super::run_body::RunBody;
 use crate::credentials::{self, Checked, THROTTLED};
-use crate::http::{client_ip, parse_json, ClientIp, SgtBody, SgtError};
+use crate::http::{body_error, client_ip, parse_json, ClientIp, SgtBody, SgtError};
 use crate::state::AppState;
 use maas_store::records::sgt::Secret;
 
@@ -49,6 +50,21 @@ impl<T: SgtRequest> FromRequest<AppState> for SgtJson<T> {
             Ok(value) => Ok(SgtJson(value)),
             Err(problem) => Err(refuse(state, &body, T::CALLER, problem, &from).await),
         }
+    }
+}
+
+/// A run request's body, its rows read as it arrived (see [`RunBody`]).
+pub struct SgtRunBody(pub RunBody);
+
+impl FromRequest<AppState> for SgtRunBody {
+    type Rejection = SgtError;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, SgtError> {
+        let (mut body, share) = crate::body::read_into(req, |len| RunBody::new(len, RUN_VALUES_READ))
+            .await
+            .map_err(body_error)?;
+        body.hold(share);
+        Ok(SgtRunBody(body))
     }
 }
 

@@ -7,11 +7,11 @@ use maas_store::records::sgt::{AppendError, SgtModel};
 use maas_store::StoreError;
 
 use super::answer::rows_json;
-use super::extract::{check, is_system_key, refuse, Caller, SgtJson, BAD_SECRET, BAD_SYSTEM_KEY};
+use super::extract::{check, is_system_key, refuse, Caller, SgtJson, SgtRunBody, BAD_SECRET, BAD_SYSTEM_KEY};
 use super::requests::*;
 use super::rows::{parse_rows_prefix, split_data, Rows, RowsError};
 use crate::auth::hash_secret;
-use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtError, SgtRunBody, RUN_VALUES_READ};
+use crate::http::{json_bytes, ok, parse_json, ClientIp, SgtError};
 use crate::state::AppState;
 use crate::v1::envelope::Code;
 use crate::v1::guard::{key_principal, Principal};
@@ -256,21 +256,25 @@ pub async fn clone_model_to_mine(
 /// pass over the big array, the rest through serde. Shape problems are returned separately so
 /// they are reported after authentication.
 fn parse_run(body: &[u8]) -> Result<(ModelAddress, Result<Rows, RowsError>), SgtError> {
-    let limit = RUN_VALUES_READ;
-    match split_data(body, limit) {
-        // When the rest is wrong, the body as sent words it: the rest's errors would quote the
-        // `null` that stands in for the rows, at columns the client never sent.
-        Some(Ok((rows, rest))) => {
-            if let Ok(head) = parse_json::<RunModelHead>(&rest) {
-                return Ok((head.model, Ok(rows)));
+    match split_data(body, RUN_VALUES_READ) {
+        Some(Ok(split)) => {
+            if let Some(parsed) = with_address(split) {
+                return Ok(parsed);
             }
         }
         Some(Err(e @ RowsError::Malformed(_))) => return Err(SgtError::Validation(rows_message(e))),
         _ => {}
     }
     let req: RunModel = parse_json(body)?;
-    let rows = parse_rows_prefix(req.data.as_raw_str().as_bytes(), None, limit).map(|(r, _)| r);
+    let rows = parse_rows_prefix(req.data.as_raw_str().as_bytes(), None, RUN_VALUES_READ).map(|(r, _)| r);
     Ok((req.model, rows))
+}
+
+/// The rows with the model address read from the rest of the body (the rows `null`), when it
+/// reads. When it does not, the body as sent words the error: the rest's errors would quote the
+/// `null` that stands in for the rows, at columns the client never sent.
+fn with_address((rows, rest): (Rows, Vec<u8>)) -> Option<(ModelAddress, Result<Rows, RowsError>)> {
+    Some((parse_json::<RunModelHead>(&rest).ok()?.model, Ok(rows)))
 }
 
 fn rows_message(e: RowsError) -> String {
@@ -296,10 +300,7 @@ fn model_ref(m: &SgtModel) -> ModelRef {
 pub async fn run_model(State(state): State<AppState>, from: ClientIp, SgtRunBody(mut body): SgtRunBody) -> Reply {
     // The rows were read as the body arrived; when they were not, or the rest does not read,
     // the whole body is read again, and words what is wrong.
-    let streamed = body
-        .rows_and_rest()
-        .and_then(|(rows, rest)| Some((parse_json::<RunModelHead>(&rest).ok()?.model, Ok(rows))));
-    let (address, rows) = match streamed {
+    let (address, rows) = match body.rows_and_rest().and_then(with_address) {
         Some(parsed) => parsed,
         None => {
             let whole = body.whole();

@@ -11,6 +11,9 @@ pub const MAX_CLIENT_DATA_LEN: usize = 64 * 1024;
 pub const MAX_DIM: u32 = 4096;
 /// Largest run request: rows x in_size values.
 pub const MAX_RUN_VALUES: usize = 4096 * 4096;
+/// How many numbers a run request's rows are read up to: one past the most a request may
+/// send, so that an oversized request is refused after reading a bounded amount.
+pub const RUN_VALUES_READ: usize = MAX_RUN_VALUES + 1;
 /// Most training values (inputs + labels) one model may hold.
 pub const MAX_TRAIN_VALUES: u64 = 64 * 1024 * 1024;
 

@@ -130,10 +130,23 @@ impl RowsSoFar {
 /// Parses one rows array at the start of `json` and says how many bytes it used. With
 /// `width: None` every row must be as wide as the first.
 pub fn parse_rows_prefix(json: &[u8], width: Option<usize>, max_values: usize) -> Result<(Rows, usize), RowsError> {
+    read_whole(json, width, max_values, read_piece)
+}
+
+/// A reader of one piece of a rows array: [`read_piece`] or [`read_portably`].
+type PieceReader = fn(&[u8], At, &mut RowsSoFar, usize, bool) -> Result<Piece, RowsError>;
+
+/// The rows of a whole array at the start of `json`, read by `read` as one piece.
+fn read_whole(
+    json: &[u8],
+    width: Option<usize>,
+    max_values: usize,
+    read: PieceReader,
+) -> Result<(Rows, usize), RowsError> {
     let mut acc = RowsSoFar::new(width, json.len(), max_values);
-    match read_piece(json, At::Open, &mut acc, max_values, true)? {
+    match read(json, At::Open, &mut acc, max_values, true)? {
         Piece::Ended(used) => Ok((acc.into_rows(), used)),
-        Piece::Continue => unreachable!("a whole text never ends after a row"),
+        Piece::Continue => unreachable!("a whole piece never ends after a row"),
     }
 }
 
@@ -174,11 +187,7 @@ fn numbers_are_long(json: &[u8]) -> bool {
 /// [`parse_rows_prefix`] a byte at a time, on any CPU; the one that words errors. Public for
 /// `--bench rows`, which measures it against the AVX2 reader.
 pub fn parse_rows_portably(json: &[u8], width: Option<usize>, max_values: usize) -> Result<(Rows, usize), RowsError> {
-    let mut acc = RowsSoFar::new(width, json.len(), max_values);
-    match read_portably(json, At::Open, &mut acc, max_values, true)? {
-        Piece::Ended(used) => Ok((acc.into_rows(), used)),
-        Piece::Continue => unreachable!("a whole text never ends after a row"),
-    }
+    read_whole(json, width, max_values, read_portably)
 }
 
 /// [`read_piece`] a byte at a time.
