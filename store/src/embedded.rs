@@ -211,14 +211,15 @@ impl Table for EmbeddedTable {
         self.blocking(move |db| add_counter(db, &key, &counter, by, ttl)).await
     }
 
+    /// Read on the calling thread. A point read is one B-tree walk in redb's page cache (a few
+    /// microseconds, and readers never wait for a writer), while handing it to the blocking pool
+    /// woke a pool thread and then the caller: 11 futex calls a `run_sgt_model` request, which
+    /// makes two of these reads. Writes fsync, and queries read any number of items, so they
+    /// still go to the pool.
     async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
-        let k = primary_key(key);
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let items = tx.open_table(ITEMS).map_err(db_err)?;
-            Ok(live(read_item(&items, &k)?, crate::now_secs()))
-        })
-        .await
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let items = tx.open_table(ITEMS).map_err(db_err)?;
+        Ok(live(read_item(&items, &primary_key(key))?, crate::now_secs()))
     }
 
     async fn query(&self, query: &Query) -> StoreResult<Vec<Item>> {
