@@ -249,7 +249,9 @@ pub(super) fn close_row(
     if n != w {
         return Err(RowsError::Shape(format!("data row {row} has {n} values, expected {w}")));
     }
-    if out[start..].iter().any(|v| !v.is_finite()) {
+    // A fold, not `any`: without the early exit the check vectorises (1.6% of a run request's
+    // CPU as `any`).
+    if !out[start..].iter().fold(true, |finite, v| finite & v.is_finite()) {
         return Err(RowsError::Shape(format!("data row {row} holds a number out of range")));
     }
     if out.len() > max_values {
