@@ -119,6 +119,11 @@ fn open(s: &[u8]) -> Option<usize> {
 /// The JSON between a number that ends at `i` and what comes next.
 #[inline(always)]
 fn gap(s: &[u8], i: usize) -> Option<Gap> {
+    // Compact JSON first (`1,2`): a comma, then no whitespace. What follows is not looked at
+    // here: the next number must start right there, or the caller gives up.
+    if s.get(i) == Some(&b',') && s.get(i + 1).is_some_and(|b| *b > b' ') {
+        return Some(Gap::Next(i + 1));
+    }
     let i = skip_ws(s, i);
     match s.get(i)? {
         b',' => Some(Gap::Next(skip_ws(s, i + 1))),
