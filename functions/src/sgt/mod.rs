@@ -2,6 +2,8 @@
 //! `{"exception", "message"}` failures.
 
 pub mod answer;
+#[cfg(target_arch = "x86_64")]
+mod digit_batch;
 pub mod extract;
 pub mod handlers;
 pub mod number;

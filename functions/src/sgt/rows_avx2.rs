@@ -5,7 +5,8 @@
 //! one before it has ended: at 65,536 numbers a request, that chain was half of a run request's
 //! CPU. Here the number starts are found first, 64 bytes at a time (a digit or `-` whose previous
 //! byte is not part of a number), and each number is read from its own start in a few vector
-//! steps. No number waits on the one before it, so the CPU reads several at once.
+//! steps. No number waits on the one before it, so the CPU reads several at once. Each number's
+//! digits are then left to [`DigitBatch`], which turns them into values eight at a time.
 //!
 //! This reader only says yes: anything it does not expect (empty rows, `null`, a number longer
 //! than 19 digits, a number out of `f32`'s range, a bad width) makes it give up with `None`,
@@ -14,20 +15,27 @@
 
 use std::arch::x86_64::*;
 
-use super::number::{exponent, parse_f32, scale, slow};
+use super::digit_batch::DigitBatch;
+use super::number::{exponent, parse_f32};
 use super::rows::{close_row, skip_ws, At, Piece, RowsSoFar};
 
 /// The rows array at the start of `json` and the bytes it used, when it is well formed and every
 /// row is `width` wide (or, with `None`, as wide as the first); `None` otherwise, or when this CPU
-/// lacks AVX2 or BMI1. What the tests compare with the portable reader.
+/// lacks AVX2 or BMI1. What the tests compare with the portable reader, once with AVX-512 when
+/// `wide` and the CPU has it, and once without.
 #[cfg(test)]
 pub(super) fn parse_rows_prefix(
     json: &[u8],
     width: Option<usize>,
     max_values: usize,
+    wide: bool,
 ) -> Option<(super::rows::Rows, usize)> {
+    if !available() {
+        return None;
+    }
     let mut acc = RowsSoFar::new(width, json.len(), max_values);
-    match read_piece(json, At::Open, &mut acc, max_values)? {
+    // SAFETY: the CPU has the features `read` is compiled for, and AVX-512 where `wide` asks.
+    match unsafe { read(json, At::Open, &mut acc, max_values, wide && wide_available()) }? {
         Piece::Ended(used) => Some((acc.into_rows(), used)),
         Piece::Continue => None,
     }
@@ -40,13 +48,18 @@ pub(super) fn read_piece(json: &[u8], at: At, acc: &mut RowsSoFar, max_values: u
         return None;
     }
     // SAFETY: the CPU has both features `read` is compiled for.
-    unsafe { read(json, at, acc, max_values) }
+    unsafe { read(json, at, acc, max_values, wide_available()) }
 }
 
 /// Whether this CPU has what [`read`] is compiled for. Elsewhere the portable reader reads
 /// every body, so this reader's tests have nothing to check there.
 fn available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("bmi1")
+}
+
+/// Whether this CPU has what [`DigitBatch`] converts eight numbers at once with.
+fn wide_available() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512dq")
 }
 
 /// What follows a number.
@@ -61,8 +74,9 @@ enum Gap {
     Edge,
 }
 
+/// Reads a piece; `wide` only where the CPU has AVX-512 F, BW and DQ.
 #[target_feature(enable = "avx2,bmi1")]
-fn read(s: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize) -> Option<Piece> {
+unsafe fn read(s: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize, wide: bool) -> Option<Piece> {
     let mut expect = match at {
         At::Open => open(s)?,
         At::AfterRow => match after_row(s, 0)? {
@@ -78,6 +92,7 @@ fn read(s: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize) -> Option<Piec
     } = acc;
     let mut row_start = out.len();
     let mut carry = 0;
+    let mut batch = DigitBatch::new(wide);
     for block in (0..s.len()).step_by(64) {
         let (start_chars, number_chars) = classify(s, block);
         let mut starts = start_chars & !((number_chars << 1) | carry);
@@ -89,13 +104,23 @@ fn read(s: &[u8], at: At, acc: &mut RowsSoFar, max_values: usize) -> Option<Piec
             if p != expect {
                 return None;
             }
-            let (v, end) = number(s, p)?;
-            out.push(v);
+            let end = match number(s, p)? {
+                (Number::Value(v), end) => {
+                    batch.flush(s, out)?;
+                    out.push(v);
+                    end
+                }
+                (Number::Digits(digits), end) => {
+                    batch.push(digits, p, s, out)?;
+                    end
+                }
+            };
             let gap = gap(s, end)?;
             if let Gap::Next(i) = gap {
                 expect = i;
                 continue;
             }
+            batch.flush(s, out)?;
             close_row(out, row_start, *rows, width, max_values).ok()?;
             (*rows, row_start) = (*rows + 1, out.len());
             match gap {
@@ -184,21 +209,31 @@ fn digit_mask(v: __m256i) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_min_epu8(d, _mm256_set1_epi8(9)), d)
 }
 
+/// A number as [`number`] reads it.
+enum Number {
+    /// Read whole, by [`parse_f32`].
+    Value(f32),
+    /// `±u64 * 10^q` as (digits, q, negative), the `u64` left as its digits for
+    /// [`DigitBatch`].
+    Digits((__m256i, i64, bool)),
+}
+
 /// The number starting at `s[p]` and where it ends, or `None` when it is not a JSON number.
 ///
 /// The common shape, `-? int (. frac)?` with at most 19 digits in all, is read from one 32-byte
 /// window that starts 5 bytes before the digits: a digit mask gives the two digit runs, the
-/// fraction is moved one byte left over the dot, and the digits (at window bytes 5..24) become
-/// one `u64` in multiply-add steps. That `u64` is the digits times 10^(19 - digits), so the value
-/// is it times 10^(int digits - 19), rounded by the same [`round`] as the portable reader. Other
+/// fraction is moved one byte left over the dot, and the digits are left at window bytes 5..24
+/// for [`DigitBatch`] to turn into one `u64`: the digits times 10^(19 - digits), so the value is
+/// it times 10^(int digits - 19), rounded by the same `scale` as the portable reader. Other
 /// shapes, and numbers too near either end of the text for the window, take [`parse_f32`].
 #[inline]
 #[target_feature(enable = "avx2,bmi1")]
-fn number(s: &[u8], p: usize) -> Option<(f32, usize)> {
+fn number(s: &[u8], p: usize) -> Option<(Number, usize)> {
     let negative = s[p] == b'-';
     let base = p + negative as usize;
+    let whole = |s: &[u8], p| parse_f32(s, p).map(|(v, end)| (Number::Value(v), end));
     if p < 5 || p + 29 > s.len() {
-        return parse_f32(s, p);
+        return whole(s, p);
     }
     // Three windows at p - 5, p - 4 and p - 3: which two hold the digits depends on the sign,
     // and loading all three lets the loads start before the sign is known.
@@ -219,7 +254,7 @@ fn number(s: &[u8], p: usize) -> Option<(f32, usize)> {
     let dots = (_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, _mm256_set1_epi8(b'.' as i8))) as u32) >> at_base;
     let int_len = not_digit.trailing_zeros() as usize;
     if int_len == 0 || int_len >= 27 {
-        return parse_f32(s, p);
+        return whole(s, p);
     }
     let (mut end, mut frac_len) = (int_len, 0);
     if dots >> int_len & 1 == 1 {
@@ -229,32 +264,22 @@ fn number(s: &[u8], p: usize) -> Option<(f32, usize)> {
     let digits = int_len + frac_len;
     let leading_zero = int_len > 1 && s[base] == b'0';
     if leading_zero || (end > int_len && frac_len == 0) || end >= 27 || digits > 19 {
-        return parse_f32(s, p);
+        return whole(s, p);
     }
-    let w = digits_value(window, shifted, int_len, digits);
+    let digits = digit_values(window, shifted, int_len, digits);
     let (mut q, mut i) = (int_len as i64 - 19, base + end);
     if s[i] | 0x20 == b'e' {
         let (e, after) = exponent(s, i + 1)?;
         (q, i) = (q + e, after);
     }
-    // The signed conversion is one instruction; x86-64 before AVX-512 has none for u64, and
-    // w >= 2^63 needs 19 digits starting with 9.
-    let fast = match i64::try_from(w) {
-        Ok(w) => scale(w as f64, q, negative),
-        Err(_) => None,
-    };
-    let v = match fast {
-        Some(v) => v,
-        None => slow(&s[p..i])?,
-    };
-    Some((v, i))
+    Some((Number::Digits((digits, q, negative)), i))
 }
 
-/// The window's digits at bytes 5.. as a 19-digit `u64` (zeros after the last), with the
-/// fraction taken from `shifted` (the window one byte on) so the dot drops out.
+/// The window's digit values at bytes 5.. (zeros after the last, and before), with the fraction
+/// taken from `shifted` (the window one byte on) so the dot drops out.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn digits_value(window: __m256i, shifted: __m256i, int_len: usize, digits: usize) -> u64 {
+fn digit_values(window: __m256i, shifted: __m256i, int_len: usize, digits: usize) -> __m256i {
     let zero = _mm256_set1_epi8(b'0' as i8);
     let index = _mm256_setr_epi8(
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29,
@@ -263,15 +288,7 @@ fn digits_value(window: __m256i, shifted: __m256i, int_len: usize, digits: usize
     let below = |n: usize| _mm256_cmpgt_epi8(_mm256_set1_epi8(n as i8), index);
     let joined = _mm256_blendv_epi8(shifted, window, below(5 + int_len));
     let inside = _mm256_andnot_si256(below(5), below(5 + digits));
-    let d = _mm256_and_si256(_mm256_sub_epi8(joined, zero), inside);
-    // Pairs, then groups of four, then of eight digits.
-    let pairs = _mm256_maddubs_epi16(d, _mm256_set1_epi16(0x010a));
-    let fours = _mm256_madd_epi16(pairs, _mm256_set1_epi32(0x0001_0064));
-    let fours = _mm256_packus_epi32(fours, fours);
-    let eights = _mm256_madd_epi16(fours, _mm256_set1_epi32(0x0001_2710));
-    let lo = _mm_cvtsi128_si64(_mm256_castsi256_si128(eights)) as u64;
-    let hi = _mm_cvtsi128_si64(_mm256_extracti128_si256::<1>(eights)) as u64;
-    (lo & 0xffff_ffff) * 10_000_000_000_000_000 + (lo >> 32) * 100_000_000 + (hi & 0xffff_ffff)
+    _mm256_and_si256(_mm256_sub_epi8(joined, zero), inside)
 }
 
 #[cfg(test)]
@@ -352,9 +369,21 @@ mod tests {
         t
     }
 
-    /// The same answer as the portable reader whenever this reader answers at all.
+    /// The same answer as the portable reader whenever this reader answers at all, and the same
+    /// with AVX-512 (where the CPU has it) as without.
     fn agrees(text: &[u8], width: Option<usize>, max: usize) -> bool {
-        let Some((rows, used)) = parse_rows_prefix(text, width, max) else {
+        let narrow = agrees_with(text, width, max, false);
+        assert_eq!(
+            agrees_with(text, width, max, true),
+            narrow,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+        narrow
+    }
+
+    fn agrees_with(text: &[u8], width: Option<usize>, max: usize, wide: bool) -> bool {
+        let Some((rows, used)) = parse_rows_prefix(text, width, max, wide) else {
             return false;
         };
         let portable = parse_rows_portably(text, width, max);
@@ -427,9 +456,12 @@ mod tests {
             "[[1e39,2]]",
             "[[01,2]]",
         ] {
-            assert!(parse_rows_prefix(text.as_bytes(), None, 1 << 20).is_none(), "{text}");
+            assert!(
+                parse_rows_prefix(text.as_bytes(), None, 1 << 20, true).is_none(),
+                "{text}"
+            );
         }
-        assert!(parse_rows_prefix(b"[[1,2],[3,4]]", None, 3).is_none());
-        assert!(parse_rows_prefix(b"[[1,2],[3,4]]", Some(3), 1 << 20).is_none());
+        assert!(parse_rows_prefix(b"[[1,2],[3,4]]", None, 3, true).is_none());
+        assert!(parse_rows_prefix(b"[[1,2],[3,4]]", Some(3), 1 << 20, true).is_none());
     }
 }
