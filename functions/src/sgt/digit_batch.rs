@@ -63,7 +63,7 @@ impl DigitBatch {
     }
 
     /// Converts every number in the batch into `out`, in order; `None` when one is not a
-    /// number after all (which [`slow`] finds).
+    /// number after all (which [`parse_f32`] finds).
     #[inline(always)]
     pub(super) fn flush(&mut self, s: &[u8], out: &mut Vec<f32>) -> Option<()> {
         let len = std::mem::take(&mut self.len);
