@@ -84,7 +84,7 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
         app_name: "a".into(),
         name: "m".into(),
         model_type: "std".into(),
-        client_data: String::new(),
+        client_data: maas_store::records::sgt::ClientData::null(),
         in_size: 4,
         out_size: 1,
         is_public: false,

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use maas_store::item::Item;
-use maas_store::records::sgt::{Checkpoint, SgtModel, SgtRepo};
+use maas_store::records::sgt::{Checkpoint, ClientData, SgtModel, SgtRepo};
 use maas_store::{Cond, Key, Query, StoreError, Write};
 use serde_json::json;
 
@@ -32,6 +32,7 @@ on_both_backends!(
     blobs_round_trip_copy_list_and_delete,
     large_blobs_survive_multipart_upload,
     a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy,
+    a_model_stored_with_string_client_data_reads_back_with_that_string,
 );
 
 async fn a_put_item_reads_back_with_its_attributes(b: Backend) {
@@ -250,7 +251,7 @@ async fn a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy(b: Ba
         app_name: "a".into(),
         name: "m".into(),
         model_type: "std".into(),
-        client_data: "cd".into(),
+        client_data: ClientData::from_json(r#"{"k":[1.0,null,""]}"#.into()).unwrap(),
         in_size: 2,
         out_size: 1,
         is_public: true,
@@ -278,8 +279,8 @@ async fn a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy(b: Ba
     );
     let stored = repo.get_model("bob", "a", "mine").await.unwrap().unwrap();
     assert_eq!(
-        (stored.samples, stored.data_version, stored.client_data.as_str()),
-        (0, 0, "cd")
+        (stored.samples, stored.data_version, stored.client_data.json().get()),
+        (0, 0, r#"{"k":[1.0,null,""]}"#)
     );
     // A source that did not change but whose blob is missing is an error, not a loop.
     b.stores.blobs.delete("sgt/src/ckpt/new.safetensors").await.unwrap();
@@ -313,4 +314,24 @@ async fn counters_add_atomically_under_concurrency(b: Backend) {
             .unwrap(),
         2
     );
+}
+
+async fn a_model_stored_with_string_client_data_reads_back_with_that_string(b: Backend) {
+    let key = SgtModel::key_for("alice", "a", "old");
+    // The item as it was written before client_data could be any JSON value.
+    let legacy = item(
+        &key.pk,
+        &key.sk,
+        0,
+        json!({"model_id": "old", "owner": "alice", "app_name": "a", "name": "old", "model_type": "std",
+               "client_data": "{\"k\": 1}", "in_size": 2, "out_size": 1, "is_public": false, "seed": 1, "created_at": 0}),
+    );
+    b.stores.table.put(legacy, Cond::NotExists).await.unwrap();
+    let repo = SgtRepo::new(&b.stores);
+    let model = repo.get_model("alice", "a", "old").await.unwrap().unwrap();
+    assert_eq!(model.client_data, ClientData::string("{\"k\": 1}"));
+    // Any later write stores the new form, with the same value.
+    repo.update_model(&key, |m| m.is_public = true).await.unwrap();
+    let model = repo.get_model("alice", "a", "old").await.unwrap().unwrap();
+    assert_eq!(model.client_data.json().get(), r#""{\"k\": 1}""#);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use maas_store::blobs::Blobs;
-use maas_store::records::sgt::{AppendError, SgtModel, SgtRepo};
+use maas_store::records::sgt::{AppendError, ClientData, SgtModel, SgtRepo};
 use maas_store::records::training::TrainJob;
 use maas_store::{Item, Key, Query, StoreError, StoreResult, Table, Write};
 
@@ -122,7 +122,7 @@ fn model() -> SgtModel {
         app_name: "app".into(),
         name: "net".into(),
         model_type: "std".into(),
-        client_data: "before".into(),
+        client_data: ClientData::string("before"),
         in_size: 2,
         out_size: 1,
         is_public: false,
@@ -211,8 +211,11 @@ async fn an_update_that_loses_every_race_changes_nothing(b: Backend) {
 
     h.switches.contend.store(true, Ordering::SeqCst);
     let key = SgtModel::key_for("alice", "app", "net");
-    let result = h.repo.update_model(&key, |m| m.client_data = "after".into()).await;
+    let result = h
+        .repo
+        .update_model(&key, |m| m.client_data = ClientData::string("after"))
+        .await;
 
     assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
-    assert_eq!(h.stored().await.unwrap().client_data, "before");
+    assert_eq!(h.stored().await.unwrap().client_data, ClientData::string("before"));
 }

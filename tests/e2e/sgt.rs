@@ -49,6 +49,9 @@ on_both_backends!(
     every_authenticated_endpoint_refuses_unknown_users_and_wrong_secrets,
     eight_concurrent_creates_of_one_name_have_exactly_one_winner,
     client_data_updates_touch_only_client_data,
+    client_data_of_every_json_type_comes_back_as_sent_through_create_update_reads_and_clone,
+    client_data_over_64_kib_serialized_is_refused_and_nothing_is_written,
+    client_data_nesting_counts_toward_the_bodys_16_levels,
     public_models_are_listed_for_everyone_and_private_ones_are_not,
     another_users_private_model_cannot_be_read_changed_run_or_cloned,
     clones_copy_weights_and_fields_and_refuse_taken_names,
@@ -295,12 +298,146 @@ async fn client_data_updates_touch_only_client_data(b: Backend) {
         "FindModelException",
     )
     .await;
-    app.fails(
+    let msg = app
+        .fails(
+            CLIENT_DATA,
+            user.with(json!({"name": "m", "app_name": "a"})),
+            "ValidationException",
+        )
+        .await;
+    assert!(msg.contains("client_data"), "{msg}");
+}
+
+/// One of each JSON type, with floats that must stay floats and nesting inside nesting.
+fn client_values() -> Vec<Value> {
+    vec![
+        json!({}),
+        json!({"state": {"step": 3, "weights": [1.0, -2.5, 1e-7], "done": false, "note": null}, "": "empty key"}),
+        json!([]),
+        json!([1, "two", 3.0, null, [true], {"k": "v"}]),
+        json!("客户端数据"),
+        json!(""),
+        json!(0),
+        json!(1.0),
+        json!(-12345678901i64),
+        json!(0.1),
+        json!(true),
+        json!(false),
+        Value::Null,
+    ]
+}
+
+async fn client_data_of_every_json_type_comes_back_as_sent_through_create_update_reads_and_clone(b: Backend) {
+    let app = spawn_app(b).await;
+    let (alice, bob) = (app.new_user().await, app.new_user().await);
+    let values = client_values();
+    let create = |name: String, value: &Value| {
+        alice.with(
+            json!({"name": name, "app_name": "a", "model_type": "std", "client_data": value,
+                          "in_size": 2, "out_size": 1, "is_public": true}),
+        )
+    };
+    for (i, value) in values.iter().enumerate() {
+        app.ok(CREATE, create(format!("m{i}"), value)).await;
+    }
+    let by_name = |models: Vec<Value>| -> std::collections::HashMap<String, Value> {
+        models
+            .into_iter()
+            .map(|m| (m["name"].as_str().unwrap().to_string(), m["client_data"].clone()))
+            .collect()
+    };
+    let mine = by_name(app.my_models(&alice).await);
+    let public = by_name(serde_json::from_value(app.ok(PUBLIC, bob.creds()).await).unwrap());
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(&mine[&format!("m{i}")], value, "read_my_sgt_model, value {i}");
+        assert_eq!(&public[&format!("m{i}")], value, "read_public_sgt_model, value {i}");
+    }
+    // Each model's value replaced by the next one's: a change of type included.
+    for i in 0..values.len() {
+        let next = &values[(i + 1) % values.len()];
+        app.ok(
+            CLIENT_DATA,
+            alice.with(json!({"name": format!("m{i}"), "app_name": "a", "client_data": next})),
+        )
+        .await;
+        app.ok(
+            CLONE,
+            bob.with(json!({"new_name": format!("c{i}"), "app_name": "a", "author_unique_id": alice.id, "name": format!("m{i}")})),
+        )
+        .await;
+    }
+    let mine = by_name(app.my_models(&alice).await);
+    let clones = by_name(app.my_models(&bob).await);
+    for i in 0..values.len() {
+        let next = &values[(i + 1) % values.len()];
+        assert_eq!(&mine[&format!("m{i}")], next, "after update, value {i}");
+        assert_eq!(&clones[&format!("c{i}")], next, "clone, value {i}");
+    }
+    // A create without client_data stores null.
+    let mut missing = create("bare".into(), &Value::Null);
+    missing.as_object_mut().unwrap().remove("client_data");
+    app.ok(CREATE, missing).await;
+    assert_eq!(by_name(app.my_models(&alice).await)["bare"], Value::Null);
+}
+
+async fn client_data_over_64_kib_serialized_is_refused_and_nothing_is_written(b: Backend) {
+    let app = spawn_app(b).await;
+    let user = app.new_user().await;
+    // 66 strings of 1,000 bytes: each one small, the value over 64 KiB.
+    let big = json!({"parts": vec!["x".repeat(1000); 66]});
+    let body = user.with(
+        json!({"name": "m", "app_name": "a", "model_type": "std", "client_data": big,
+                                "in_size": 2, "out_size": 1, "is_public": false}),
+    );
+    let msg = app.fails(CREATE, body, "ValidationException").await;
+    assert!(msg.contains("client_data"), "{msg}");
+    assert!(app.my_models(&user).await.is_empty(), "nothing was half-created");
+
+    app.create_model(&user, "a", "m", 2, 1, false).await;
+    let msg = app
+        .fails(
+            CLIENT_DATA,
+            user.with(json!({"name": "m", "app_name": "a", "client_data": big})),
+            "ValidationException",
+        )
+        .await;
+    assert!(msg.contains("client_data"), "{msg}");
+    assert_eq!(
+        app.my_models(&user).await[0]["client_data"],
+        "cd",
+        "the old value stays"
+    );
+    // Just under the limit is fine.
+    let fits = json!({"parts": vec!["x".repeat(1000); 64]});
+    app.ok(
         CLIENT_DATA,
-        user.with(json!({"name": "m", "app_name": "a", "client_data": 5})),
-        "ValidationException",
+        user.with(json!({"name": "m", "app_name": "a", "client_data": fits})),
     )
     .await;
+    assert_eq!(app.my_models(&user).await[0]["client_data"], fits);
+}
+
+async fn client_data_nesting_counts_toward_the_bodys_16_levels(b: Backend) {
+    let app = spawn_app(b).await;
+    let user = app.new_user().await;
+    app.create_model(&user, "a", "m", 2, 1, false).await;
+    let nested = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!([inner]));
+    // The body itself is the first level: 15 more fit.
+    app.ok(
+        CLIENT_DATA,
+        user.with(json!({"name": "m", "app_name": "a", "client_data": nested(15)})),
+    )
+    .await;
+    assert_eq!(app.my_models(&user).await[0]["client_data"], nested(15));
+    let msg = app
+        .fails(
+            CLIENT_DATA,
+            user.with(json!({"name": "m", "app_name": "a", "client_data": nested(16)})),
+            "ValidationException",
+        )
+        .await;
+    assert!(msg.contains("16 levels"), "{msg}");
+    assert_eq!(app.my_models(&user).await[0]["client_data"], nested(15));
 }
 
 async fn public_models_are_listed_for_everyone_and_private_ones_are_not(b: Backend) {

@@ -92,7 +92,7 @@ pub async fn update_auth_token(State(state): State<AppState>, SgtJson(req): SgtJ
     }
     let end_time = end_time(&req.end_time)?;
     let doc = req.doc.unwrap_or_default();
-    client_data(&doc)?;
+    free_text("doc", &doc)?;
     // Re-keying a platform API key keeps its owner and permissions.
     let existing = state.repo.get_secret(&req.secret_id).await?;
     // A secret without a user owns the models stored under its id, and so does a platform
@@ -136,7 +136,7 @@ pub async fn create_model(State(state): State<AppState>, from: ClientIp, SgtJson
     let owner = authenticate(&state, &req.creds, "model:write", &from).await?;
     identifier("name", &req.name)?;
     identifier("app_name", &req.app_name)?;
-    client_data(&req.client_data)?;
+    let client_data = client_data(req.client_data.as_ref())?;
     if !MODEL_TYPES.contains(&req.model_type.as_str()) {
         return Err(SgtError::CreateModel(format!(
             "unknown model_type {:?}; see list_model_type",
@@ -156,7 +156,7 @@ pub async fn create_model(State(state): State<AppState>, from: ClientIp, SgtJson
         app_name: req.app_name,
         name: req.name,
         model_type: req.model_type,
-        client_data: req.client_data,
+        client_data,
         in_size: req.in_size,
         out_size: req.out_size,
         is_public: req.is_public,
@@ -191,13 +191,9 @@ pub async fn update_client_data(
     SgtJson(req): SgtJson<UpdateClientData>,
 ) -> Reply {
     let owner = authenticate(&state, &req.model.creds, "model:write", &from).await?;
-    client_data(&req.client_data)?;
+    let value = client_data(Some(&req.client_data))?;
     let key = SgtModel::key_for(&owner, &req.model.app_name, &req.model.name);
-    match state
-        .repo
-        .update_model(&key, |m| m.client_data = req.client_data.clone())
-        .await?
-    {
+    match state.repo.update_model(&key, |m| m.client_data = value.clone()).await? {
         Some(_) => Ok(ok(())),
         None => Err(no_model(&req.model.app_name, &req.model.name)),
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::http::SgtError;
+use maas_store::records::sgt::ClientData;
 
 /// Longest accepted identifier (secret ids, names, app names).
 pub const MAX_ID_LEN: usize = 256;
@@ -40,8 +41,9 @@ pub struct CreateModel {
     pub name: String,
     pub app_name: String,
     pub model_type: String,
+    /// Any JSON value; missing is `null`.
     #[serde(default)]
-    pub client_data: String,
+    pub client_data: Option<sonic_rs::Value>,
     pub in_size: u32,
     pub out_size: u32,
     pub is_public: bool,
@@ -59,7 +61,8 @@ pub struct ModelAddress {
 pub struct UpdateClientData {
     #[serde(flatten)]
     pub model: ModelAddress,
-    pub client_data: String,
+    /// Any JSON value.
+    pub client_data: sonic_rs::Value,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +108,8 @@ pub struct UploadTrainData {
 pub struct ModelView {
     pub user_unique_id: String,
     pub name: String,
-    pub client_data: String,
+    /// Written as it was sent.
+    pub client_data: Box<serde_json::value::RawValue>,
     pub app_name: String,
     pub model_type: String,
     pub in_size: u32,
@@ -118,7 +122,7 @@ impl From<maas_store::records::sgt::SgtModel> for ModelView {
         ModelView {
             user_unique_id: m.owner,
             name: m.name,
-            client_data: m.client_data,
+            client_data: m.client_data.json().to_owned(),
             app_name: m.app_name,
             model_type: m.model_type,
             in_size: m.in_size,
@@ -141,13 +145,30 @@ pub fn identifier(field: &str, value: &str) -> Result<(), SgtError> {
     Ok(())
 }
 
-pub fn client_data(value: &str) -> Result<(), SgtError> {
+/// Checks a free-text field's length (`doc`).
+pub fn free_text(field: &str, value: &str) -> Result<(), SgtError> {
     if value.len() > MAX_CLIENT_DATA_LEN {
         return Err(SgtError::Validation(format!(
-            "client_data is longer than {MAX_CLIENT_DATA_LEN} bytes"
+            "{field} is longer than {MAX_CLIENT_DATA_LEN} bytes"
         )));
     }
     Ok(())
+}
+
+/// A client's value as it will be stored: any JSON value of at most [`MAX_CLIENT_DATA_LEN`]
+/// bytes once serialized. Missing is `null`.
+pub fn client_data(value: Option<&sonic_rs::Value>) -> Result<ClientData, SgtError> {
+    let Some(value) = value else {
+        return Ok(ClientData::null());
+    };
+    let text = sonic_rs::to_string(value).map_err(SgtError::internal)?;
+    if text.len() > MAX_CLIENT_DATA_LEN {
+        return Err(SgtError::Validation(format!(
+            "client_data is {} bytes serialized; at most {MAX_CLIENT_DATA_LEN} are allowed",
+            text.len()
+        )));
+    }
+    ClientData::from_json(text).map_err(SgtError::internal)
 }
 
 /// Parses the documented `YYYY-MM-DD HH:MM:SS` (UTC) into epoch seconds.

@@ -71,6 +71,72 @@ pub struct Checkpoint {
     pub version: u64,
 }
 
+/// What a client keeps next to its model: any JSON value, handed back exactly as it was sent.
+///
+/// Stored as its JSON text in a one-field map, `{"json": "<text>"}`, so both backends keep it
+/// byte for byte: DynamoDB's own types would turn `1.0` into `1` and refuse empty map keys. A
+/// bare string is how `client_data` was stored before it could be any value; it reads back as
+/// that same string.
+#[derive(Clone, Debug)]
+pub struct ClientData(Box<serde_json::value::RawValue>);
+
+impl ClientData {
+    /// `text` must be one JSON value; it is kept as written.
+    pub fn from_json(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(ClientData)
+    }
+
+    /// A JSON string holding `s`.
+    pub fn string(s: &str) -> Self {
+        ClientData::from_json(serde_json::to_string(s).expect("a string serialises")).expect("valid JSON")
+    }
+
+    pub fn null() -> Self {
+        ClientData::from_json("null".into()).expect("valid JSON")
+    }
+
+    /// The value's JSON text, as sent.
+    pub fn json(&self) -> &serde_json::value::RawValue {
+        &self.0
+    }
+}
+
+impl PartialEq for ClientData {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredClientData {
+    json: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClientDataForms {
+    Json(StoredClientData),
+    Legacy(String),
+}
+
+impl Serialize for ClientData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredClientData {
+            json: self.0.get().to_owned(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ClientDataForms::deserialize(d)? {
+            ClientDataForms::Json(stored) => ClientData::from_json(stored.json).map_err(serde::de::Error::custom),
+            ClientDataForms::Legacy(s) => Ok(ClientData::string(&s)),
+        }
+    }
+}
+
 /// An SGT model, owned by (owner, app_name, name).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SgtModel {
@@ -79,7 +145,7 @@ pub struct SgtModel {
     pub app_name: String,
     pub name: String,
     pub model_type: String,
-    pub client_data: String,
+    pub client_data: ClientData,
     pub in_size: u32,
     pub out_size: u32,
     pub is_public: bool,
@@ -380,5 +446,45 @@ impl SgtRepo {
             return Err(e);
         }
         Ok(copy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(text: &str) -> serde_json::Value {
+        serde_json::to_value(ClientData::from_json(text.into()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn client_data_keeps_its_json_text_exactly() {
+        for text in [
+            r#"{"k":[1.0,{"":null}],"z":"é"}"#,
+            "1.0",
+            "-0",
+            "[]",
+            "{}",
+            "null",
+            "true",
+            r#""s""#,
+            "12345678901234567890123",
+        ] {
+            let back: ClientData = serde_json::from_value(stored(text)).unwrap();
+            assert_eq!(back.json().get(), text);
+        }
+    }
+
+    #[test]
+    fn client_data_stored_as_a_bare_string_reads_back_as_that_string() {
+        let back: ClientData = serde_json::from_value(serde_json::json!("{\"k\": 1}")).unwrap();
+        assert_eq!(back.json().get(), r#""{\"k\": 1}""#);
+    }
+
+    #[test]
+    fn client_data_must_be_one_json_value() {
+        assert!(ClientData::from_json("{".into()).is_err());
+        assert!(ClientData::from_json("1 2".into()).is_err());
+        assert!(serde_json::from_value::<ClientData>(serde_json::json!({"json": "{"})).is_err());
     }
 }
