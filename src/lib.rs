@@ -51,15 +51,8 @@ pub struct Config {
     /// connection is cut.
     #[arg(long, env = "MAAS_IDLE_TIMEOUT_SECS", default_value_t = 30)]
     pub idle_timeout_secs: u64,
-    /// Seconds a training job's lease lasts without a heartbeat.
-    #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
-    pub lease_secs: u64,
-    /// Seconds of training between checkpoints (and lease heartbeats).
-    #[arg(long, env = "MAAS_CHECKPOINT_SECS", default_value_t = 2.0)]
-    pub checkpoint_secs: f64,
-    /// Training stops once the loss improved by less than 2% over this many steps.
-    #[arg(long, env = "MAAS_TRAIN_PATIENCE_STEPS", default_value_t = maas_sidecar::train::TrainConfig::default().window)]
-    pub train_patience_steps: u64,
+    #[command(flatten)]
+    pub training: maas_sidecar::TrainingArgs,
     /// The key `/sgt/private/update_auth_token` requires; generated and kept in the data
     /// directory when unset.
     #[arg(long, env = "MAAS_SYSTEM_KEY", hide_env_values = true)]
@@ -86,6 +79,8 @@ impl Config {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub system_key: String,
+    /// The store it serves from, for tests that look behind the API.
+    pub stores: Stores,
     sidecar: Option<Sidecar>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -106,9 +101,7 @@ impl Gateway {
                 // No listener: the gateway calls it directly, so nothing checks this secret.
                 let mut cfg = SidecarConfig::new(random_token());
                 cfg.queue = config.sidecar_queue;
-                cfg.worker.lease = Duration::from_secs(config.lease_secs);
-                cfg.worker.slice = Duration::from_secs_f64(config.checkpoint_secs.clamp(0.05, 600.0));
-                cfg.worker.train.window = config.train_patience_steps.max(1);
+                cfg.worker = config.training.worker_config();
                 let sidecar = Sidecar::start(&stores, None, cfg).await?;
                 let client = SidecarClient::in_process(sidecar.compute.clone());
                 (Some(sidecar), client)
@@ -140,6 +133,7 @@ impl Gateway {
         Ok(Gateway {
             addr,
             system_key,
+            stores,
             sidecar,
             server,
         })

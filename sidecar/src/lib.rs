@@ -18,7 +18,7 @@ use maas_store::Stores;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use worker::WorkerConfig;
+pub use worker::{TrainingArgs, WorkerConfig};
 
 #[derive(Clone, Debug)]
 pub struct SidecarConfig {

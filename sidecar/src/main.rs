@@ -19,14 +19,8 @@ struct Args {
     /// Shared secret the API functions present.
     #[arg(long, env = "MAAS_SIDECAR_SECRET", hide_env_values = true)]
     secret: String,
-    #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
-    lease_secs: u64,
-    /// Seconds of training between checkpoints (and lease heartbeats).
-    #[arg(long, env = "MAAS_CHECKPOINT_SECS", default_value_t = 2.0)]
-    checkpoint_secs: f64,
-    /// Training stops once the loss improved by less than 2% over this many steps.
-    #[arg(long, env = "MAAS_TRAIN_PATIENCE_STEPS", default_value_t = maas_sidecar::train::TrainConfig::default().window)]
-    train_patience_steps: u64,
+    #[command(flatten)]
+    training: maas_sidecar::TrainingArgs,
     #[arg(long, env = "MAAS_TRAINERS", default_value_t = 1)]
     trainers: usize,
 }
@@ -49,9 +43,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let stores = Stores::open(&store).await?;
     let mut cfg = maas_sidecar::SidecarConfig::new(args.secret);
-    cfg.worker.lease = std::time::Duration::from_secs(args.lease_secs);
-    cfg.worker.slice = std::time::Duration::from_secs_f64(args.checkpoint_secs.clamp(0.05, 600.0));
-    cfg.worker.train.window = args.train_patience_steps.max(1);
+    cfg.worker = args.training.worker_config();
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;

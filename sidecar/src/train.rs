@@ -152,12 +152,17 @@ impl Trainer {
         Ok(t)
     }
 
-    /// Resumes from checkpoint tensors (weights, optimizer state, step).
+    /// Resumes from checkpoint tensors (weights, optimizer state, step) and the loss history
+    /// that tells when the curve is flat, so a job that gave way goes on where it stopped.
     pub fn resume(widths: &[usize], ckpt: &Checkpoint, x: Tensor, y: Tensor, cfg: TrainConfig) -> Result<Self> {
         let ens = Ensemble::from_tensors(widths, ckpt.best, &ckpt.tensors)?;
         let mut t = Trainer::new(ens, x, y, cfg)?;
         t.adam.restore(&ckpt.tensors, ckpt.step);
         t.step = ckpt.step;
+        // `new` scored the members at step 0; that score belongs to this step.
+        let now = (t.step, t.best_loss);
+        t.history = ckpt.history.iter().copied().filter(|&(s, _)| s < t.step).collect();
+        t.history.push(now);
         Ok(t)
     }
 
@@ -267,11 +272,16 @@ impl Trainer {
         for (name, t) in self.adam.state() {
             tensors.insert(name, t.clone());
         }
+        // Only the part of the history that the flatness test can still look at.
+        let horizon = self
+            .step
+            .saturating_sub(self.cfg.window.saturating_add(self.cfg.eval_every));
         let meta = CheckpointMeta {
             widths: self.ens.widths.clone(),
             best: self.ens.best,
             step: self.step,
             loss: self.best_loss,
+            history: self.history.iter().copied().filter(|&(s, _)| s >= horizon).collect(),
         };
         encode_checkpoint(&tensors, &meta)
     }
@@ -284,6 +294,8 @@ pub struct CheckpointMeta {
     pub best: usize,
     pub step: u64,
     pub loss: f64,
+    /// Recent `(step, best loss)` evaluations.
+    pub history: Vec<(u64, f64)>,
 }
 
 /// A decoded checkpoint.
@@ -291,6 +303,8 @@ pub struct Checkpoint {
     pub widths: Vec<usize>,
     pub best: usize,
     pub step: u64,
+    /// Empty in checkpoints written before the history was kept.
+    pub history: Vec<(u64, f64)>,
     pub tensors: HashMap<String, Tensor>,
 }
 
@@ -304,6 +318,7 @@ pub fn encode_checkpoint(tensors: &HashMap<String, Tensor>, meta: &CheckpointMet
         ("best".to_string(), meta.best.to_string()),
         ("step".to_string(), meta.step.to_string()),
         ("loss".to_string(), meta.loss.to_string()),
+        ("history".to_string(), encode_history(&meta.history)),
     ]);
     let mut named: Vec<(&String, &Tensor)> = tensors.iter().collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
@@ -324,6 +339,10 @@ pub fn decode_checkpoint(bytes: &[u8], device: &Device) -> Result<Checkpoint> {
         .collect::<Result<Vec<_>>>()?;
     let best = field("best")?.parse().map_err(|_| bad("best"))?;
     let step = field("step")?.parse().map_err(|_| bad("step"))?;
+    let history = match info.get("history") {
+        Some(h) => decode_history(h).ok_or_else(|| bad("history"))?,
+        None => Vec::new(),
+    };
     let tensors = candle_core::safetensors::load_buffer(bytes, device)?
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
@@ -332,8 +351,30 @@ pub fn decode_checkpoint(bytes: &[u8], device: &Device) -> Result<Checkpoint> {
         widths,
         best,
         step,
+        history,
         tensors,
     })
+}
+
+/// `step:loss` pairs joined by `,`; Rust's float formatting reads back exactly.
+fn encode_history(history: &[(u64, f64)]) -> String {
+    history
+        .iter()
+        .map(|(s, l)| format!("{s}:{l}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode_history(text: &str) -> Option<Vec<(u64, f64)>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|pair| {
+            let (s, l) = pair.split_once(':')?;
+            Some((s.parse().ok()?, l.parse().ok()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -457,7 +498,50 @@ mod tests {
         assert_eq!(a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
         resumed.step().unwrap();
         assert_eq!(resumed.step, 26);
+        assert_eq!(
+            resumed.history[..t.history.len()],
+            t.history[..],
+            "the loss history carries over"
+        );
         assert!(decode_checkpoint(b"not a checkpoint", &dev).is_err());
+    }
+
+    #[test]
+    fn a_resumed_job_judges_its_loss_curve_as_it_did_before_it_gave_way() {
+        let dev = Device::Cpu;
+        let (x, y) = data(256, &dev);
+        let widths = std_widths(3, 1);
+        let cfg = TrainConfig {
+            window: 300,
+            eval_every: 50,
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(
+            Ensemble::init(&widths, 2, 5, &dev).unwrap(),
+            x.clone(),
+            y.clone(),
+            cfg.clone(),
+        )
+        .unwrap();
+        let resumed = |t: &Trainer| {
+            let ck = decode_checkpoint(&t.checkpoint().unwrap(), &dev).unwrap();
+            Trainer::resume(&widths, &ck, x.clone(), y.clone(), cfg.clone()).unwrap()
+        };
+        let mut checked_unflat = false;
+        while !t.is_flat() {
+            t.step().unwrap();
+            if t.step > cfg.window && t.step.is_multiple_of(cfg.eval_every) && !t.is_flat() {
+                assert!(!resumed(&t).is_flat(), "flat after resuming at step {}", t.step);
+                checked_unflat = true;
+            }
+        }
+        assert!(
+            checked_unflat && t.step < cfg.max_steps,
+            "the curve went flat by itself, at step {}",
+            t.step
+        );
+        // A checkpoint written as the curve went flat resumes flat: the window did not restart.
+        assert!(resumed(&t).is_flat(), "not flat after resuming at step {}", t.step);
     }
 
     #[test]

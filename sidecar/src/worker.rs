@@ -1,5 +1,7 @@
 //! The training loop of one sidecar: claim a job, train in time slices, checkpoint and extend
-//! the lease after each slice, pick up new data, and finish when the loss is flat.
+//! the lease after each slice, pick up new data, and finish when the loss is flat. When other
+//! jobs wait, a job gives way after its turn and waits for its next one, so one big model never
+//! holds back everyone else's small ones.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Training time between checkpoints (and heartbeats); must be well under `lease`.
     pub slice: Duration,
+    /// How long a job trains before it gives way to jobs that wait; `None`: until it is done.
+    /// A turn ends at the first checkpoint after this much time.
+    pub turn: Option<Duration>,
     pub train: TrainConfig,
 }
 
@@ -29,8 +34,53 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(500),
             lease: Duration::from_secs(30),
             slice: Duration::from_secs(2),
+            turn: Some(Duration::from_secs(2)),
             train: TrainConfig::default(),
         }
+    }
+}
+
+/// The training flags `maas` and `maas-sidecar` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainingArgs {
+    /// Seconds a training job's lease lasts without a heartbeat.
+    #[arg(long, env = "MAAS_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Seconds of training between checkpoints (and lease heartbeats).
+    #[arg(long, env = "MAAS_CHECKPOINT_SECS", default_value_t = 2.0)]
+    pub checkpoint_secs: f64,
+    /// Seconds a job trains while other jobs wait before it gives way to them (at its next
+    /// checkpoint); 0 trains each job until it is done.
+    #[arg(long, env = "MAAS_TRAIN_TURN_SECS", default_value_t = 2.0)]
+    pub train_turn_secs: f64,
+    /// Training stops once the loss improved by less than 2% over this many steps.
+    #[arg(long, env = "MAAS_TRAIN_PATIENCE_STEPS", default_value_t = TrainConfig::default().window)]
+    pub train_patience_steps: u64,
+}
+
+impl Default for TrainingArgs {
+    fn default() -> Self {
+        let w = WorkerConfig::default();
+        TrainingArgs {
+            lease_secs: w.lease.as_secs(),
+            checkpoint_secs: w.slice.as_secs_f64(),
+            train_turn_secs: w.turn.map_or(0.0, |t| t.as_secs_f64()),
+            train_patience_steps: w.train.window,
+        }
+    }
+}
+
+impl TrainingArgs {
+    pub fn worker_config(&self) -> WorkerConfig {
+        let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.05, 600.0));
+        let mut w = WorkerConfig {
+            lease: Duration::from_secs(self.lease_secs),
+            slice: secs(self.checkpoint_secs),
+            turn: (self.train_turn_secs > 0.0).then(|| secs(self.train_turn_secs)),
+            ..WorkerConfig::default()
+        };
+        w.train.window = self.train_patience_steps.max(1);
+        w
     }
 }
 
@@ -89,6 +139,7 @@ impl Worker {
         let (mut trained_version, x, y) = self.load_data(&model).await?;
         let mut trainer = self.trainer(&model, x, y).await?;
         let mut last_blob = model.checkpoint.map(|c| c.blob);
+        let turn_started = std::time::Instant::now();
         loop {
             let slice = self.cfg.slice;
             let (back, progress) = tokio::task::spawn_blocking(move || {
@@ -122,6 +173,15 @@ impl Worker {
             if let Some(previous) = last_blob.replace(blob.clone()) {
                 self.prune(&job.model_id, &blob, &previous).await;
             }
+            if !progress.flat && self.turn_is_over(turn_started, &job).await? {
+                return match self.repo.yield_job(&job, &self.id).await {
+                    Ok(()) => {
+                        tracing::info!(worker = %self.id, model_id = %job.model_id, step = progress.step, "gave way to waiting jobs");
+                        Ok(())
+                    }
+                    Err(e) => lost(e),
+                };
+            }
             if job.data_version > trained_version {
                 let (v, x, y) = self.load_data(&model).await?;
                 trained_version = v;
@@ -140,6 +200,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Whether `job` has had its turn and others wait. A job waits a grace period first, so
+    /// that an idle worker, which polls, would have taken it.
+    async fn turn_is_over(&self, started: std::time::Instant, job: &TrainJob) -> Result<bool, Failure> {
+        let Some(turn) = self.cfg.turn else {
+            return Ok(false);
+        };
+        if started.elapsed() < turn {
+            return Ok(false);
+        }
+        let grace = 2 * self.cfg.poll.as_millis() as i64;
+        Ok(self.repo.others_waiting(job, grace).await?)
     }
 
     /// Hands the freshly trained best member to the inference cache.

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use maas_store::item::Item;
 use maas_store::records::sgt::{Checkpoint, ClientData, SgtModel, SgtRepo};
+use maas_store::records::training::{JobStatus, LeaseError, TrainJob};
 use maas_store::{Cond, Key, Query, StoreError, Write};
 use serde_json::json;
 
@@ -33,6 +34,7 @@ on_both_backends!(
     large_blobs_survive_multipart_upload,
     a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy,
     a_model_stored_with_string_client_data_reads_back_with_that_string,
+    a_job_that_gives_way_waits_its_turn_and_new_data_joins_it,
 );
 
 async fn a_put_item_reads_back_with_its_attributes(b: Backend) {
@@ -334,4 +336,81 @@ async fn a_model_stored_with_string_client_data_reads_back_with_that_string(b: B
     repo.update_model(&key, |m| m.is_public = true).await.unwrap();
     let model = repo.get_model("alice", "a", "old").await.unwrap().unwrap();
     assert_eq!(model.client_data.json().get(), r#""{\"k\": 1}""#);
+}
+
+fn model(owner: &str, name: &str) -> SgtModel {
+    SgtModel {
+        model_id: format!("{owner}-{name}"),
+        owner: owner.into(),
+        app_name: "a".into(),
+        name: name.into(),
+        model_type: "std".into(),
+        client_data: ClientData::null(),
+        in_size: 1,
+        out_size: 1,
+        is_public: false,
+        seed: 1,
+        created_at: 0,
+        checkpoint: None,
+        data_version: 0,
+        samples: 0,
+        ver: 0,
+    }
+}
+
+async fn a_job_that_gives_way_waits_its_turn_and_new_data_joins_it(b: Backend) {
+    let repo = SgtRepo::new(&b.stores);
+    let sample = || Bytes::from([0.5f32, 0.25].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    for name in ["first", "second"] {
+        repo.create_model(&model("u", name)).await.unwrap();
+        repo.append_train_data("u", "a", name, 1, sample()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let order = |jobs: Vec<TrainJob>| jobs.into_iter().map(|j| j.model_id).collect::<Vec<_>>();
+    assert_eq!(
+        order(repo.claimable_jobs().await.unwrap()),
+        ["u-first", "u-second"],
+        "longest waiting first"
+    );
+
+    let first = repo.claimable_jobs().await.unwrap().remove(0);
+    let held = repo.claim_job(&first, "w1", 60_000).await.unwrap().unwrap();
+    assert!(repo.others_waiting(&held, 0).await.unwrap(), "the second job waits");
+    assert!(
+        !repo.others_waiting(&held, 60_000).await.unwrap(),
+        "but not for a minute yet"
+    );
+    let (held, _) = repo.heartbeat(&held, "w1", 60_000, (40, 0.5), None).await.unwrap();
+    assert!(
+        matches!(repo.yield_job(&held, "w2").await, Err(LeaseError::Lost)),
+        "only the holder gives way"
+    );
+    repo.yield_job(&held, "w1").await.unwrap();
+    assert_eq!(
+        order(repo.claimable_jobs().await.unwrap()),
+        ["u-second", "u-first"],
+        "it goes to the back"
+    );
+
+    // Data for the waiting job joins it: one job, at the new data version, with its progress.
+    repo.append_train_data("u", "a", "first", 1, sample()).await.unwrap();
+    let jobs: Vec<TrainJob> = repo
+        .claimable_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.model_id == "u-first")
+        .collect();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].status, jobs[0].data_version, jobs[0].step),
+        (JobStatus::Pending, 2, 40)
+    );
+    assert_eq!(
+        order(repo.claimable_jobs().await.unwrap()),
+        ["u-second", "u-first"],
+        "and keeps its place"
+    );
+    let again = repo.claim_job(&jobs[0], "w2", 60_000).await.unwrap();
+    assert!(again.is_some(), "a job that gave way can be claimed again");
 }

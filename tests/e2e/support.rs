@@ -35,9 +35,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
         sidecar_secret: None,
         sidecar_queue: 256,
         idle_timeout_secs: 30,
-        lease_secs: 30,
-        checkpoint_secs: 2.0,
-        train_patience_steps: maas_sidecar::train::TrainConfig::default().window,
+        training: maas_sidecar::TrainingArgs::default(),
         system_key: Some(format!("system-{}", uuid::Uuid::new_v4())),
         identity: maas_functions::config::IdentityArgs {
             jwt_keys: None,
@@ -117,6 +115,11 @@ impl User {
 }
 
 impl TestApp {
+    /// The SGT records behind the API, for checks the API cannot show (training jobs).
+    pub fn repo(&self) -> maas_store::records::sgt::SgtRepo {
+        maas_store::records::sgt::SgtRepo::new(&self._gateway.stores)
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()
     }

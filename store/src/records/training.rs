@@ -3,6 +3,10 @@
 //! A job is claimed with a conditional write that sets a lease (`lease_owner`, `lease_until_ms`);
 //! the holder extends the lease with every checkpoint. A job whose lease ran out (its sidecar
 //! died) is claimable again, and the new holder resumes from the model's last checkpoint.
+//!
+//! Training time is shared: a holder that sees other jobs waiting gives its job back
+//! ([`SgtRepo::yield_job`]) after its turn, and workers take claimable jobs in the order they
+//! started waiting, so every job gets a turn in round robin.
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +66,10 @@ pub struct TrainJob {
     pub step: u64,
     #[serde(default)]
     pub loss: Option<f64>,
+    /// When the job last became claimable (queued, or handed back after a turn), epoch ms;
+    /// workers take the longest-waiting job first.
+    #[serde(default)]
+    pub waiting_since_ms: i64,
     pub updated_at: i64,
     #[serde(default)]
     pub ver: u64,
@@ -100,6 +108,7 @@ impl TrainJob {
                 job.data_version = model.data_version;
                 if job.status == JobStatus::Done {
                     job.status = JobStatus::Pending;
+                    job.waiting_since_ms = crate::now_millis();
                 }
                 job.updated_at = now;
                 job.ver += 1;
@@ -120,6 +129,7 @@ impl TrainJob {
                     lease_until_ms: 0,
                     step: 0,
                     loss: None,
+                    waiting_since_ms: crate::now_millis(),
                     updated_at: now,
                     ver: 0,
                 };
@@ -161,12 +171,55 @@ impl From<StoreError> for LeaseError {
 }
 
 impl SgtRepo {
-    /// Jobs that are pending, or running under an expired lease.
+    /// Jobs that are pending, or running under an expired lease, longest waiting first.
     pub async fn claimable_jobs(&self) -> StoreResult<Vec<TrainJob>> {
         let now = crate::now_millis();
         let items = self.table.query(&Query::gsi1(JOB_INDEX, "")).await?;
         let jobs: Vec<TrainJob> = items.into_iter().map(from_item).collect::<StoreResult<_>>()?;
-        Ok(jobs.into_iter().filter(|j| j.is_claimable(now)).collect())
+        let mut claimable: Vec<TrainJob> = jobs.into_iter().filter(|j| j.is_claimable(now)).collect();
+        // A job whose holder died waited from when its lease ran out.
+        claimable.sort_by_key(|j| match j.status {
+            JobStatus::Running => j.lease_until_ms,
+            _ => j.waiting_since_ms,
+        });
+        Ok(claimable)
+    }
+
+    /// Whether a job other than `own` has waited for a worker for at least `grace_ms`: long
+    /// enough that an idle worker would have claimed it if there were one.
+    pub async fn others_waiting(&self, own: &TrainJob, grace_ms: i64) -> StoreResult<bool> {
+        let since = crate::now_millis() - grace_ms;
+        Ok(self.claimable_jobs().await?.iter().any(|j| {
+            j.model_id != own.model_id
+                && match j.status {
+                    JobStatus::Running => j.lease_until_ms <= since,
+                    _ => j.waiting_since_ms <= since,
+                }
+        }))
+    }
+
+    /// Hands a held job back to the queue after its turn, keeping its progress: the model's
+    /// checkpoint is where the next holder resumes, and uploads meanwhile join this job.
+    pub async fn yield_job(&self, job: &TrainJob, worker: &str) -> Result<(), LeaseError> {
+        for _ in 0..32 {
+            let held = self.refresh_job(job, worker).await?;
+            let mut waiting = held.clone();
+            waiting.status = JobStatus::Pending;
+            waiting.lease_owner = None;
+            waiting.lease_until_ms = 0;
+            waiting.waiting_since_ms = crate::now_millis();
+            waiting.updated_at = crate::now_secs();
+            waiting.ver += 1;
+            match self.table.put(to_item(&waiting)?, Cond::Version(held.ver)).await {
+                Ok(()) => return Ok(()),
+                // New data arrived between the read and the write: read again.
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LeaseError::Store(StoreError::backend(
+            "too much contention on a training job",
+        )))
     }
 
     /// Takes the lease on `job`; `None` when another worker won the race.
