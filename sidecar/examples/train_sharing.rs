@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use maas_sidecar::cache::ModelCache;
 use maas_sidecar::worker::Worker;
-use maas_store::records::sgt::{ClientData, SgtModel, SgtRepo};
+use maas_store::records::sgt::{SgtModel, SgtRepo};
 use maas_store::{aws, StoreConfig, Stores};
 
 #[derive(Parser)]
@@ -118,23 +118,13 @@ async fn open(args: &Args, dir: &tempfile::TempDir) -> anyhow::Result<Stores> {
 async fn seed_models(repo: &SgtRepo, args: &Args) -> anyhow::Result<Vec<SgtModel>> {
     let mut models = Vec::new();
     for j in 0..args.jobs {
-        let model = SgtModel {
-            model_id: uuid::Uuid::new_v4().to_string(),
-            owner: format!("user{j}"),
-            app_name: "bench".into(),
-            name: "m".into(),
-            model_type: "std".into(),
-            client_data: ClientData::null(),
-            in_size: IN as u32,
-            out_size: OUT as u32,
-            is_public: false,
-            seed: j as u64,
-            created_at: 0,
-            checkpoint: None,
-            data_version: 0,
-            samples: 0,
-            ver: 0,
-        };
+        let mut model = SgtModel::new(
+            &uuid::Uuid::new_v4().to_string(),
+            (&format!("user{j}"), "bench", "m"),
+            IN as u32,
+            OUT as u32,
+        );
+        model.seed = j as u64;
         repo.create_model(&model).await?;
         let bytes: Vec<u8> = samples(args.samples, j as u32)
             .iter()

@@ -78,23 +78,7 @@ async fn a_killed_sidecars_job_is_taken_over_and_resumed_from_its_checkpoint() {
         .await
         .unwrap(),
     );
-    let model = SgtModel {
-        model_id: id.clone(),
-        owner: "u".into(),
-        app_name: "a".into(),
-        name: "m".into(),
-        model_type: "std".into(),
-        client_data: maas_store::records::sgt::ClientData::null(),
-        in_size: 4,
-        out_size: 1,
-        is_public: false,
-        seed: 1,
-        created_at: 0,
-        checkpoint: None,
-        data_version: 0,
-        samples: 0,
-        ver: 0,
-    };
+    let model = SgtModel::new(&id, ("u", "a", "m"), 4, 1);
     repo.create_model(&model).await.unwrap();
     let mut values = Vec::new();
     for i in 0..2048u32 {

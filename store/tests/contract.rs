@@ -339,23 +339,7 @@ async fn a_model_stored_with_string_client_data_reads_back_with_that_string(b: B
 }
 
 fn model(owner: &str, name: &str) -> SgtModel {
-    SgtModel {
-        model_id: format!("{owner}-{name}"),
-        owner: owner.into(),
-        app_name: "a".into(),
-        name: name.into(),
-        model_type: "std".into(),
-        client_data: ClientData::null(),
-        in_size: 1,
-        out_size: 1,
-        is_public: false,
-        seed: 1,
-        created_at: 0,
-        checkpoint: None,
-        data_version: 0,
-        samples: 0,
-        ver: 0,
-    }
+    SgtModel::new(&format!("{owner}-{name}"), (owner, "a", name), 1, 1)
 }
 
 async fn a_job_that_gives_way_waits_its_turn_and_new_data_joins_it(b: Backend) {

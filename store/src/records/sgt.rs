@@ -183,6 +183,27 @@ impl Record for SgtModel {
 }
 
 impl SgtModel {
+    /// A private `std` model with no data, no checkpoint and `null` client data.
+    pub fn new(model_id: &str, (owner, app_name, name): (&str, &str, &str), in_size: u32, out_size: u32) -> SgtModel {
+        SgtModel {
+            model_id: model_id.into(),
+            owner: owner.into(),
+            app_name: app_name.into(),
+            name: name.into(),
+            model_type: "std".into(),
+            client_data: ClientData::null(),
+            in_size,
+            out_size,
+            is_public: false,
+            seed: 1,
+            created_at: crate::now_secs(),
+            checkpoint: None,
+            data_version: 0,
+            samples: 0,
+            ver: 0,
+        }
+    }
+
     pub fn key_for(owner: &str, app_name: &str, name: &str) -> Key {
         Key::new(
             format!("USER#{}", part(owner)),
