@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod cache;
 pub mod ensemble;
+pub mod llm;
 pub mod server;
 pub mod train;
 pub mod worker;

@@ -1,0 +1,297 @@
+//! The Llama forward pass over a packed batch: the new tokens of any number of sequences, each
+//! at its own position with its own KV cache, go through every matmul together (the weights
+//! are read once per step for the whole batch); only attention runs per sequence.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::kv::SeqCache;
+
+/// A Llama-family architecture's sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    /// Longest sequence (prompt + generated tokens) the model was trained for.
+    pub context: usize,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(ct: &Content) -> Result<LlamaConfig> {
+        let arch = ct
+            .metadata
+            .get("general.architecture")
+            .context("GGUF has no general.architecture")?
+            .to_string()?
+            .clone();
+        let md = |k: &str| {
+            let key = format!("{arch}.{k}");
+            ct.metadata.get(&key).with_context(|| format!("GGUF has no {key}"))
+        };
+        let heads = md("attention.head_count")?.to_u64()? as usize;
+        let hidden = md("embedding_length")?.to_u64()? as usize;
+        let vocab = match ct.metadata.get(&format!("{arch}.vocab_size")) {
+            Some(v) => v.to_u64()? as usize,
+            None => ct.metadata.get("tokenizer.ggml.tokens").context("no vocabulary")?.to_vec()?.len(),
+        };
+        Ok(LlamaConfig {
+            vocab,
+            hidden,
+            layers: md("block_count")?.to_u64()? as usize,
+            heads,
+            kv_heads: md("attention.head_count_kv").and_then(|v| Ok(v.to_u64()?)).unwrap_or(heads as u64) as usize,
+            head_dim: hidden / heads,
+            ffn: md("feed_forward_length")?.to_u64()? as usize,
+            rms_eps: md("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+            rope_theta: md("rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10_000.0),
+            context: md("context_length")?.to_u64()? as usize,
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    /// `[context, head_dim / 2]` rotary tables.
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// How quantized weights are held for the matmul kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repack {
+    /// As stored in the file.
+    None,
+    /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1) become Q8_0, which
+    /// has one: twice the bytes of Q4_1, and values within Q8_0's rounding of the original.
+    SlowToQ8_0,
+}
+
+/// One sequence's part of a step: its new tokens, appended after what its cache holds.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut SeqCache,
+}
+
+impl Llama {
+    /// Loads a GGUF file's weights (llama.cpp tensor names).
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        ct: &Content,
+        reader: &mut R,
+        device: &Device,
+        repack: Repack,
+    ) -> Result<Llama> {
+        let cfg = LlamaConfig::from_gguf(ct)?;
+        let mut file = Tensors { ct, reader, device, repack };
+        let embed = Arc::new(file.tensor("token_embd.weight")?);
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let p = |n: &str| format!("blk.{i}.{n}.weight");
+            layers.push(Layer {
+                q: file.matmul(&p("attn_q"))?,
+                k: file.matmul(&p("attn_k"))?,
+                v: file.matmul(&p("attn_v"))?,
+                o: file.matmul(&p("attn_output"))?,
+                gate: file.matmul(&p("ffn_gate"))?,
+                up: file.matmul(&p("ffn_up"))?,
+                down: file.matmul(&p("ffn_down"))?,
+                attn_norm: file.dense(&p("attn_norm"))?,
+                ffn_norm: file.dense(&p("ffn_norm"))?,
+            });
+        }
+        let norm = file.dense("output_norm.weight")?;
+        // Models with tied embeddings have no output.weight: the embedding is the head.
+        let lm_head = match ct.tensor_infos.contains_key("output.weight") {
+            true => file.matmul("output.weight")?,
+            false => QMatMul::from_arc(embed.clone())?,
+        };
+        let (cos, sin) = rotary_tables(&cfg, device)?;
+        Ok(Llama {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs one step for `batch` and returns logits `[rows, vocab]`: one row per sequence (its
+    /// last new token) or, with `every_position`, one per new token in batch order. Each
+    /// sequence's cache grows by its new tokens.
+    pub fn forward(&self, batch: &mut [SeqStep<'_>], every_position: bool) -> Result<Tensor> {
+        let ids: Vec<u32> = batch.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let total = ids.len();
+        anyhow::ensure!(total > 0, "a step needs at least one token");
+        let mut positions = Vec::with_capacity(total);
+        for s in batch.iter() {
+            let start = s.cache.len();
+            anyhow::ensure!(
+                start + s.tokens.len() <= self.cfg.context,
+                "sequence of {} tokens is longer than the context of {}",
+                start + s.tokens.len(),
+                self.cfg.context
+            );
+            positions.extend((start..start + s.tokens.len()).map(|p| p as u32));
+        }
+        let positions = Tensor::new(positions, &self.device)?;
+        let (cos, sin) = (self.cos.index_select(&positions, 0)?, self.sin.index_select(&positions, 0)?);
+        let mut x = self.embed.embedding(&Tensor::new(ids, &self.device)?)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps as f32)?;
+            let attn = self.attention(i, layer, &h, &cos, &sin, batch)?;
+            x = (x + attn)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps as f32)?;
+            let mlp = layer
+                .down
+                .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+            x = (x + mlp)?;
+        }
+        for s in batch.iter_mut() {
+            s.cache.advance(s.tokens.len());
+        }
+        if !every_position {
+            let mut last = Vec::with_capacity(batch.len());
+            let mut end = 0;
+            for s in batch.iter() {
+                end += s.tokens.len();
+                last.push(end as u32 - 1);
+            }
+            x = x.index_select(&Tensor::new(last, &self.device)?, 0)?;
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?;
+        Ok(self.lm_head.forward(&x)?)
+    }
+
+    /// Self-attention of layer `i` for the packed hidden states `h` (`[total, hidden]`).
+    fn attention(&self, i: usize, layer: &Layer, h: &Tensor, cos: &Tensor, sin: &Tensor, batch: &mut [SeqStep<'_>]) -> Result<Tensor> {
+        let c = &self.cfg;
+        let total = h.dim(0)?;
+        // [total, heads * d] -> [1, heads, total, d], rotated by each token's position.
+        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((total, heads, c.head_dim))?.transpose(0, 1)?.contiguous()?.unsqueeze(0)?)
+        };
+        let q = candle_nn::rotary_emb::rope_i(&split(layer.q.forward(h)?, c.heads)?, cos, sin)?.squeeze(0)?;
+        let k = candle_nn::rotary_emb::rope_i(&split(layer.k.forward(h)?, c.kv_heads)?, cos, sin)?.squeeze(0)?;
+        let v = split(layer.v.forward(h)?, c.kv_heads)?.squeeze(0)?;
+        let group = c.heads / c.kv_heads;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let mut outs = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for s in batch.iter_mut() {
+            let n = s.tokens.len();
+            let past = s.cache.len();
+            let (k_all, v_all) = s.cache.append(i, &k.narrow(1, start, n)?, &v.narrow(1, start, n)?)?;
+            let len = past + n;
+            // Query heads that share a KV head are stacked: [kv_heads, group * n, d].
+            let q_s = q.narrow(1, start, n)?.reshape((c.kv_heads, group * n, c.head_dim))?;
+            let mut scores = (q_s.matmul(&k_all.t()?)? * scale)?;
+            if n > 1 {
+                let mask = causal_mask(n, past, &self.device)?;
+                scores = scores.reshape((c.kv_heads, group, n, len))?.broadcast_add(&mask)?.reshape((c.kv_heads, group * n, len))?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let o = probs.matmul(&v_all.contiguous()?)?; // [kv_heads, group * n, d]
+            let o = o.reshape((c.heads, n, c.head_dim))?.transpose(0, 1)?.reshape((n, c.hidden))?;
+            outs.push(o);
+            start += n;
+        }
+        Ok(layer.o.forward(&Tensor::cat(&outs, 0)?)?)
+    }
+}
+
+/// A GGUF file's tensors, read by name.
+struct Tensors<'a, R> {
+    ct: &'a Content,
+    reader: &'a mut R,
+    device: &'a Device,
+    repack: Repack,
+}
+
+impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        self.ct
+            .tensor(self.reader, name, self.device)
+            .with_context(|| format!("loading {name}"))
+    }
+
+    /// A weight for the matmul kernels.
+    fn matmul(&mut self, name: &str) -> Result<QMatMul> {
+        let w = self.tensor(name)?;
+        Ok(QMatMul::from_qtensor(repacked(w, self.repack)?)?)
+    }
+
+    /// A small tensor (norm weights) as plain f32.
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        Ok(self.tensor(name)?.dequantize(self.device)?)
+    }
+}
+
+/// `[n, past + n]`: 0 where query `j` (at position `past + j`) may look, minus infinity after.
+fn causal_mask(n: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let len = past + n;
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|j| (0..len).map(move |t| if t <= past + j { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (n, len), device)?)
+}
+
+fn rotary_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), device)?;
+    let pos = Tensor::arange(0u32, cfg.context as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((cfg.context, 1))?;
+    let angles = pos.broadcast_mul(&freqs)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+fn repacked(w: QTensor, repack: Repack) -> Result<QTensor> {
+    let slow = matches!(w.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+    if repack == Repack::SlowToQ8_0 && slow {
+        let dense = w.dequantize(&w.device())?;
+        return Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?);
+    }
+    Ok(w)
+}
+
+/// The row of `logits` (`[rows, vocab]`) as f32s.
+pub fn row(logits: &Tensor, i: usize) -> Result<Vec<f32>> {
+    Ok(logits.get(i)?.to_dtype(DType::F32)?.to_vec1()?)
+}
