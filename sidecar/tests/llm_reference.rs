@@ -94,7 +94,13 @@ fn logprob_gaps(repack: Repack) -> (f64, f64) {
         let mut cache = SeqCache::new(&m.model.cfg);
         let logits = m
             .model
-            .forward(&mut [SeqStep { tokens: &p.ids, cache: &mut cache }], true)
+            .forward(
+                &mut [SeqStep {
+                    tokens: &p.ids,
+                    cache: &mut cache,
+                }],
+                true,
+            )
             .unwrap();
         for pos in &p.positions {
             let row = model::row(&logits, pos.position).unwrap();
@@ -102,7 +108,11 @@ fn logprob_gaps(repack: Repack) -> (f64, f64) {
             let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
             // Where llama.cpp is sure of the next token, we pick the same one.
             if pos.top_logits[0] - pos.top_logits[1] > 1.0 {
-                assert_eq!(best, pos.top_ids[0], "top token at position {} of {:?}", pos.position, p.ids);
+                assert_eq!(
+                    best, pos.top_ids[0],
+                    "top token at position {} of {:?}",
+                    pos.position, p.ids
+                );
             }
             for (id, theirs) in pos.top_ids.iter().zip(&pos.top_logits) {
                 let gap = ((row[*id as usize] as f64 - ours_lse) - (theirs - pos.logsumexp)).abs();
@@ -133,7 +143,10 @@ fn log_probabilities_match_llama_cpps_with_weights_as_stored() {
 fn greedy(prompts: &[Vec<u32>], steps: usize, batched: bool) -> Vec<Vec<u32>> {
     let m = &loaded(Repack::None).model;
     if !batched {
-        return prompts.iter().flat_map(|p| greedy(std::slice::from_ref(p), steps, true)).collect();
+        return prompts
+            .iter()
+            .flat_map(|p| greedy(std::slice::from_ref(p), steps, true))
+            .collect();
     }
     let mut caches: Vec<SeqCache> = prompts.iter().map(|_| SeqCache::new(&m.cfg)).collect();
     let mut next: Vec<Vec<u32>> = prompts.to_vec();
@@ -165,7 +178,12 @@ fn greedy_answers_follow_llama_cpp_and_know_the_capital_of_france() {
         // Two engines' greedy paths may part where llama.cpp's two best tokens are nearly
         // tied; up to the first such token they agree.
         let sure = g.margins.iter().take_while(|&&m| m > 0.5).count();
-        assert_eq!(o[..sure], g.generated[..sure], "prompt {:?}", m.tokenizer.decode(&g.ids));
+        assert_eq!(
+            o[..sure],
+            g.generated[..sure],
+            "prompt {:?}",
+            m.tokenizer.decode(&g.ids)
+        );
     }
     let answer = m.tokenizer.decode(&ours[0]);
     assert!(answer.contains("Paris"), "{answer:?}");
@@ -187,4 +205,3 @@ fn sequences_batched_together_give_exactly_their_solo_answers() {
     let prompts: Vec<Vec<u32>> = texts.iter().map(|t| m.tokenizer.encode(t).unwrap()).collect();
     assert_eq!(greedy(&prompts, 10, true), greedy(&prompts, 10, false));
 }
-

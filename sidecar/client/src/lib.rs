@@ -1,6 +1,7 @@
 //! The sidecar's wire types and a typed client. The API functions depend on this crate only,
 //! never on candle.
 
+pub mod llm;
 pub mod wire;
 
 use std::sync::Arc;

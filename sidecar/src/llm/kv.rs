@@ -65,7 +65,10 @@ impl SeqCache {
     fn grow(&mut self, capacity: usize, device: &Device) -> Result<()> {
         let shape = (self.kv_heads, capacity, self.head_dim);
         for layer in self.layers.iter_mut() {
-            let (k, v) = (Tensor::zeros(shape, DType::F32, device)?, Tensor::zeros(shape, DType::F32, device)?);
+            let (k, v) = (
+                Tensor::zeros(shape, DType::F32, device)?,
+                Tensor::zeros(shape, DType::F32, device)?,
+            );
             if let Some((old_k, old_v)) = layer.take() {
                 if self.len > 0 {
                     k.slice_set(&old_k.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;

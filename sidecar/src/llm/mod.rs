@@ -4,9 +4,19 @@
 //! - `model`: the forward pass over a packed batch of sequences at different positions.
 //! - `kv`: each sequence's key/value cache.
 //! - `weights`: opening a model folder or file.
+//! - `template`: chat templates from the model's metadata.
+//! - `sampler`: logits to a token; `stop`: stop strings across token boundaries.
+//! - `sequence`: one request; `scheduler`: who runs each step; `engine`: the loop.
 
+pub mod engine;
 pub mod kv;
 pub mod model;
+pub mod sampler;
+pub mod scheduler;
+pub mod sequence;
+pub mod service;
+pub mod stop;
+pub mod template;
 pub mod tokenizer;
 pub mod weights;
 

@@ -43,14 +43,21 @@ impl LlamaConfig {
         let hidden = md("embedding_length")?.to_u64()? as usize;
         let vocab = match ct.metadata.get(&format!("{arch}.vocab_size")) {
             Some(v) => v.to_u64()? as usize,
-            None => ct.metadata.get("tokenizer.ggml.tokens").context("no vocabulary")?.to_vec()?.len(),
+            None => ct
+                .metadata
+                .get("tokenizer.ggml.tokens")
+                .context("no vocabulary")?
+                .to_vec()?
+                .len(),
         };
         Ok(LlamaConfig {
             vocab,
             hidden,
             layers: md("block_count")?.to_u64()? as usize,
             heads,
-            kv_heads: md("attention.head_count_kv").and_then(|v| Ok(v.to_u64()?)).unwrap_or(heads as u64) as usize,
+            kv_heads: md("attention.head_count_kv")
+                .and_then(|v| Ok(v.to_u64()?))
+                .unwrap_or(heads as u64) as usize,
             head_dim: hidden / heads,
             ffn: md("feed_forward_length")?.to_u64()? as usize,
             rms_eps: md("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
@@ -109,7 +116,12 @@ impl Llama {
         repack: Repack,
     ) -> Result<Llama> {
         let cfg = LlamaConfig::from_gguf(ct)?;
-        let mut file = Tensors { ct, reader, device, repack };
+        let mut file = Tensors {
+            ct,
+            reader,
+            device,
+            repack,
+        };
         let embed = Arc::new(file.tensor("token_embd.weight")?);
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
@@ -168,7 +180,10 @@ impl Llama {
             positions.extend((start..start + s.tokens.len()).map(|p| p as u32));
         }
         let positions = Tensor::new(positions, &self.device)?;
-        let (cos, sin) = (self.cos.index_select(&positions, 0)?, self.sin.index_select(&positions, 0)?);
+        let (cos, sin) = (
+            self.cos.index_select(&positions, 0)?,
+            self.sin.index_select(&positions, 0)?,
+        );
         let mut x = self.embed.embedding(&Tensor::new(ids, &self.device)?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps as f32)?;
@@ -197,12 +212,23 @@ impl Llama {
     }
 
     /// Self-attention of layer `i` for the packed hidden states `h` (`[total, hidden]`).
-    fn attention(&self, i: usize, layer: &Layer, h: &Tensor, cos: &Tensor, sin: &Tensor, batch: &mut [SeqStep<'_>]) -> Result<Tensor> {
+    fn attention(
+        &self,
+        i: usize,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        batch: &mut [SeqStep<'_>],
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         let total = h.dim(0)?;
         // [total, heads * d] -> [1, heads, total, d], rotated by each token's position.
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((total, heads, c.head_dim))?.transpose(0, 1)?.contiguous()?.unsqueeze(0)?)
+            Ok(t.reshape((total, heads, c.head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)?)
         };
         let q = candle_nn::rotary_emb::rope_i(&split(layer.q.forward(h)?, c.heads)?, cos, sin)?.squeeze(0)?;
         let k = candle_nn::rotary_emb::rope_i(&split(layer.k.forward(h)?, c.kv_heads)?, cos, sin)?.squeeze(0)?;
@@ -221,11 +247,17 @@ impl Llama {
             let mut scores = (q_s.matmul(&k_all.t()?)? * scale)?;
             if n > 1 {
                 let mask = causal_mask(n, past, &self.device)?;
-                scores = scores.reshape((c.kv_heads, group, n, len))?.broadcast_add(&mask)?.reshape((c.kv_heads, group * n, len))?;
+                scores = scores
+                    .reshape((c.kv_heads, group, n, len))?
+                    .broadcast_add(&mask)?
+                    .reshape((c.kv_heads, group * n, len))?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let o = probs.matmul(&v_all.contiguous()?)?; // [kv_heads, group * n, d]
-            let o = o.reshape((c.heads, n, c.head_dim))?.transpose(0, 1)?.reshape((n, c.hidden))?;
+            let o = o
+                .reshape((c.heads, n, c.head_dim))?
+                .transpose(0, 1)?
+                .reshape((n, c.hidden))?;
             outs.push(o);
             start += n;
         }

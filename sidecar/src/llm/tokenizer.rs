@@ -22,7 +22,8 @@ const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]
 /// Llama 3's pattern (llama.cpp `llama-bpe`): numbers in runs of at most three digits.
 const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's pattern: every digit alone.
-const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The split patterns, in order, for a GGUF `tokenizer.ggml.pre` name.
 fn split_patterns(pre: &str) -> Result<&'static [&'static str]> {
@@ -73,7 +74,11 @@ impl Tokenizer {
             })
             .collect::<Result<Vec<_>>>()?;
         let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
-            Some(v) => v.to_vec()?.iter().map(|t| t.to_i32()).collect::<candle_core::Result<_>>()?,
+            Some(v) => v
+                .to_vec()?
+                .iter()
+                .map(|t| t.to_i32())
+                .collect::<candle_core::Result<_>>()?,
             None => vec![NORMAL; tokens.len()],
         };
         let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
@@ -85,8 +90,12 @@ impl Tokenizer {
         let mut pre_tokenizers = split_patterns(&pre)?
             .iter()
             .map(|p| {
-                let split = Split::new(SplitPattern::Regex((*p).into()), SplitDelimiterBehavior::Isolated, false)
-                    .map_err(anyhow::Error::msg)?;
+                let split = Split::new(
+                    SplitPattern::Regex((*p).into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(anyhow::Error::msg)?;
                 Ok(PreTokenizerWrapper::Split(split))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -257,6 +266,10 @@ mod tests {
         assert_eq!(d.push_bytes(&[rocket[3], b'!']), "🚀!");
         assert_eq!(d.push_bytes(&"é".as_bytes()[..1]), "");
         assert_eq!(d.finish(), "\u{FFFD}", "a character cut off at the end is replaced");
-        assert_eq!(d.push_bytes(&[0xFF, b'a']), "\u{FFFD}a", "bytes that can never be text are replaced");
+        assert_eq!(
+            d.push_bytes(&[0xFF, b'a']),
+            "\u{FFFD}a",
+            "bytes that can never be text are replaced"
+        );
     }
 }

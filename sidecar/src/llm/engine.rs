@@ -1,0 +1,258 @@
+//! The loop of one model: take new requests, let the scheduler pick the step, run the model
+//! over the packed batch, sample, send text, retire what finished. It runs on its own thread,
+//! with its own pool for the kernels, so async tasks never wait on tensor work.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use maas_sidecar_client::llm::{FinishReason, GenerateError, GenerateEvent, SamplingParams};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use super::kv::SeqCache;
+use super::model::{row, SeqStep};
+use super::scheduler::{Scheduler, SchedulerConfig};
+use super::sequence::Sequence;
+use super::weights::LoadedModel;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub scheduler: SchedulerConfig,
+    /// Threads the kernels use.
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            scheduler: SchedulerConfig::default(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Default, Debug)]
+pub struct EngineStats {
+    pub requests: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub steps: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    pub model: Arc<LoadedModel>,
+    pub stats: Arc<EngineStats>,
+    max_waiting: usize,
+    max_kv_tokens: usize,
+}
+
+struct Shared {
+    inbox: Mutex<Vec<Sequence>>,
+    wake: Condvar,
+    /// Requests the scheduler holds that wait for a place in the batch; with the inbox, the
+    /// queue the bound applies to.
+    waiting: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl Engine {
+    pub fn start(model: Arc<LoadedModel>, cfg: EngineConfig) -> std::io::Result<Engine> {
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let stats = Arc::new(EngineStats::default());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads.max(1))
+            .thread_name(|i| format!("llm-kernel-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let worker = Worker {
+            shared: shared.clone(),
+            model: model.clone(),
+            stats: stats.clone(),
+            sched: Scheduler::new(cfg.scheduler.clone()),
+            pool,
+        };
+        std::thread::Builder::new()
+            .name("llm-engine".into())
+            .spawn(move || worker.run())?;
+        Ok(Engine {
+            shared,
+            model,
+            stats,
+            max_waiting: cfg.scheduler.max_waiting,
+            max_kv_tokens: cfg.scheduler.max_kv_tokens,
+        })
+    }
+
+    /// Queues `prompt` for generation. Events arrive on the receiver; dropping it cancels the
+    /// request within a step.
+    pub fn submit(
+        &self,
+        user: &str,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> Result<UnboundedReceiver<GenerateEvent>, GenerateError> {
+        let context = self.model.model.cfg.context.min(self.max_kv_tokens);
+        let needed = prompt.len() + params.max_tokens as usize;
+        if needed > context {
+            return Err(GenerateError::ContextTooLong {
+                context: context as u32,
+                prompt: prompt.len() as u32,
+                max_tokens: params.max_tokens,
+                needed: needed as u32,
+            });
+        }
+        if prompt.is_empty() {
+            return Err(GenerateError::BadPrompt {
+                message: "the prompt is empty".into(),
+            });
+        }
+        let (tx, rx) = unbounded_channel();
+        let cache = SeqCache::new(&self.model.model.cfg);
+        let seq = Sequence::new(user.to_string(), prompt, params, cache, tx);
+        let mut inbox = self.shared.inbox.lock().expect("inbox lock");
+        if inbox.len() + self.shared.waiting.load(Ordering::SeqCst) >= self.max_waiting {
+            return Err(GenerateError::QueueFull);
+        }
+        inbox.push(seq);
+        drop(inbox);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Requests waiting for a place in the batch.
+    pub fn queued(&self) -> usize {
+        self.shared.inbox.lock().expect("inbox lock").len() + self.shared.waiting.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    model: Arc<LoadedModel>,
+    stats: Arc<EngineStats>,
+    sched: Scheduler,
+    pool: rayon::ThreadPool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while self.take_new() {
+            let dropped = self.sched.drop_cancelled();
+            self.stats.cancelled.fetch_add(dropped as u64, Ordering::Relaxed);
+            self.sched.admit();
+            self.shared.waiting.store(self.sched.waiting(), Ordering::SeqCst);
+            self.step();
+        }
+    }
+
+    /// Moves new requests into the scheduler, sleeping while there is nothing to do. `false`
+    /// once the engine is dropped.
+    fn take_new(&mut self) -> bool {
+        let mut inbox = self.shared.inbox.lock().expect("inbox lock");
+        while inbox.is_empty() && self.sched.is_idle() {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            inbox = self.shared.wake.wait(inbox).expect("inbox lock");
+        }
+        for seq in inbox.drain(..) {
+            self.sched.enqueue(seq);
+        }
+        // Counted before the lock goes, so a submit never sees these in neither place.
+        self.shared.waiting.store(self.sched.waiting(), Ordering::SeqCst);
+        !self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    /// One model step over the planned batch, then sampling for every sequence past its prompt.
+    fn step(&mut self) {
+        let plan = self.sched.plan();
+        let chosen: Vec<usize> = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, _)| i)
+            .collect();
+        if chosen.is_empty() {
+            return;
+        }
+        let model = &self.model.model;
+        let mut steps: Vec<SeqStep> = self
+            .sched
+            .running
+            .iter_mut()
+            .zip(&plan)
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, &n)| s.step(n))
+            .collect();
+        let result = self.pool.install(|| model.forward(&mut steps, false));
+        drop(steps);
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => return self.fail_all(&chosen, &e.to_string()),
+        };
+        let mut finished = Vec::new();
+        for (r, &i) in chosen.iter().enumerate() {
+            let seq = &mut self.sched.running[i];
+            if !seq.decoding() {
+                continue;
+            }
+            let mut row = match row(&logits, r) {
+                Ok(row) => row,
+                Err(e) => {
+                    seq.fail(e.to_string());
+                    finished.push((i, None));
+                    continue;
+                }
+            };
+            if let Some(reason) = seq.advance(&mut row, &self.model.tokenizer) {
+                finished.push((i, Some(reason)));
+            } else if seq.cache.len() + 1 >= model.cfg.context {
+                finished.push((i, Some(FinishReason::Length)));
+            }
+        }
+        // Highest index first, so swap_remove leaves the lower ones in place.
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (i, reason) in finished {
+            let seq = self.sched.retire(i);
+            match reason {
+                Some(r) => {
+                    self.stats
+                        .prompt_tokens
+                        .fetch_add(seq.prompt_len as u64, Ordering::Relaxed);
+                    self.stats
+                        .completion_tokens
+                        .fetch_add(seq.generated() as u64, Ordering::Relaxed);
+                    seq.finish(r);
+                }
+                None => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn fail_all(&mut self, chosen: &[usize], message: &str) {
+        tracing::error!(error = message, "model step failed");
+        for &i in chosen.iter().rev() {
+            let seq = self.sched.retire(i);
+            seq.fail("the model failed on this request".into());
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
