@@ -53,6 +53,8 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     #[command(flatten)]
     pub training: maas_sidecar::TrainingArgs,
+    #[command(flatten)]
+    pub llm: maas_sidecar::llm::engine::LlmArgs,
     /// The key `/sgt/private/update_auth_token` requires; generated and kept in the data
     /// directory when unset.
     #[arg(long, env = "MAAS_SYSTEM_KEY", hide_env_values = true)]
@@ -102,6 +104,15 @@ impl Gateway {
                 let mut cfg = SidecarConfig::new(random_token());
                 cfg.queue = config.sidecar_queue;
                 cfg.worker = config.training.worker_config();
+                cfg.engine = config.llm.engine_config();
+                // By default the models scripts/fetch-models put next to the data.
+                cfg.models_dir = Some(
+                    config
+                        .llm
+                        .models_dir
+                        .clone()
+                        .unwrap_or_else(|| config.data_dir.join("models")),
+                );
                 let sidecar = Sidecar::start(&stores, None, cfg).await?;
                 let client = SidecarClient::in_process(sidecar.compute.clone());
                 (Some(sidecar), client)

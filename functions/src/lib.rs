@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod failures;
 pub mod http;
 pub mod lambda;
+pub mod openai;
 pub mod routes;
 pub mod sgt;
 pub mod state;

@@ -7,8 +7,10 @@ use utoipa_axum::router::UtoipaMethodRouter;
 
 use crate::body::BodyBudget;
 use crate::http::{common_layers, sgt_layers};
+use crate::openai;
 use crate::sgt::handlers as sgt;
 use crate::state::AppState;
+use crate::v1::envelope::ApiError;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
 use crate::v1::{accounts, api_keys, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT};
@@ -26,10 +28,12 @@ pub struct Route {
     pub endpoint: Endpoint,
 }
 
-/// A route's handler: SGT handlers are plain; v1 handlers carry their OpenAPI description.
+/// A route's handler: SGT handlers are plain; v1 handlers carry their OpenAPI description;
+/// OpenAI's (`/v1`) follow OpenAI's own specification.
 pub enum Endpoint {
     Sgt(fn() -> MethodRouter<AppState>),
     V1(fn() -> UtoipaMethodRouter<AppState>),
+    OpenAi(fn() -> MethodRouter<AppState>),
 }
 
 macro_rules! sgt {
@@ -55,6 +59,28 @@ macro_rules! v1 {
             class: Class::$class,
             endpoint: Endpoint::V1(|| utoipa_axum::routes!($handler)),
         }
+    };
+}
+
+macro_rules! openai {
+    ($name:literal, $method:ident, $path:literal, $permission:literal, $handler:path) => {
+        Route {
+            name: $name,
+            method: const_upper!($method),
+            path: $path,
+            access: Access::Permission($permission),
+            class: Class::Inference,
+            endpoint: Endpoint::OpenAi(|| axum::routing::$method($handler)),
+        }
+    };
+}
+
+macro_rules! const_upper {
+    (get) => {
+        "GET"
+    };
+    (post) => {
+        "POST"
     };
 }
 
@@ -346,6 +372,34 @@ pub static ROUTES: &[Route] = &[
         Other,
         system::openapi
     ),
+    openai!(
+        "openai-models-list",
+        get,
+        "/v1/models",
+        "model:read",
+        openai::models::list
+    ),
+    openai!(
+        "openai-models-get",
+        get,
+        "/v1/models/{model}",
+        "model:read",
+        openai::models::retrieve
+    ),
+    openai!(
+        "openai-chat-completions",
+        post,
+        "/v1/chat/completions",
+        "inference:create",
+        openai::chat::create
+    ),
+    openai!(
+        "openai-completions",
+        post,
+        "/v1/completions",
+        "inference:create",
+        openai::completions::create
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Route> {
@@ -355,25 +409,46 @@ pub fn find(name: &str) -> Option<&'static Route> {
 /// The router for `routes` (all of them in the gateway, one in a Lambda), with every layer.
 pub fn router<'a>(state: AppState, routes: impl IntoIterator<Item = &'a Route>) -> Router {
     let body_limit = state.body_limit;
-    let (mut sgt_router, mut v1_router) = (Router::new(), Router::new());
+    let (mut sgt_router, mut v1_router, mut openai_router) = (Router::new(), Router::new(), Router::new());
+    let guarded = |route: &Route, render: fn(ApiError) -> axum::response::Response| {
+        let guarded = Guarded {
+            state: state.clone(),
+            access: route.access,
+            class: route.class,
+            render,
+        };
+        axum::middleware::from_fn_with_state(guarded, guard)
+    };
     for route in routes {
         match route.endpoint {
             Endpoint::Sgt(handler) => sgt_router = sgt_router.route(route.path, handler()),
             Endpoint::V1(endpoint) => {
                 let (_, _, method_router) = endpoint();
-                let guarded = Guarded {
-                    state: state.clone(),
-                    access: route.access,
-                    class: route.class,
-                };
-                let method_router = method_router.route_layer(axum::middleware::from_fn_with_state(guarded, guard));
-                v1_router = v1_router.route(route.path, method_router);
+                let render = |e: ApiError| axum::response::IntoResponse::into_response(e);
+                v1_router = v1_router.route(route.path, method_router.route_layer(guarded(route, render)));
+            }
+            Endpoint::OpenAi(handler) => {
+                let render = openai::error::render_api_error;
+                openai_router = openai_router.route(route.path, handler().route_layer(guarded(route, render)));
             }
         }
     }
-    let app = sgt_layers(sgt_router, body_limit).merge(v1_layers(v1_router, V1_BODY_LIMIT.min(body_limit)));
+    let openai_router =
+        openai::layers(openai_router).layer(axum::extract::DefaultBodyLimit::max(openai::BODY_LIMIT.min(body_limit)));
+    let app = sgt_layers(sgt_router, body_limit)
+        .merge(v1_layers(v1_router, V1_BODY_LIMIT.min(body_limit)))
+        .merge(openai_router);
     let app = app.layer(axum::Extension(BodyBudget::for_limit(body_limit)));
-    common_layers(app.fallback(crate::v1::not_found).with_state(state))
+    common_layers(app.fallback(not_found).with_state(state))
+}
+
+/// Unknown paths answer 404 in their surface's shape.
+async fn not_found(req: axum::extract::Request) -> axum::response::Response {
+    if req.uri().path().starts_with("/v1/") {
+        openai::not_found(req).await
+    } else {
+        crate::v1::not_found(req).await
+    }
 }
 
 #[cfg(test)]
@@ -405,9 +480,16 @@ mod tests {
     #[test]
     fn every_v1_route_is_documented_at_its_own_method_and_path() {
         for r in ROUTES {
-            let Endpoint::V1(endpoint) = r.endpoint else {
-                assert!(r.path.starts_with("/sgt/"), "{}", r.name);
-                continue;
+            let endpoint = match r.endpoint {
+                Endpoint::V1(endpoint) => endpoint,
+                Endpoint::Sgt(_) => {
+                    assert!(r.path.starts_with("/sgt/"), "{}", r.name);
+                    continue;
+                }
+                Endpoint::OpenAi(_) => {
+                    assert!(r.path.starts_with("/v1/"), "{}", r.name);
+                    continue;
+                }
             };
             assert!(r.path.starts_with("/api/v1/"), "{}", r.name);
             let (_, paths, _) = endpoint();

@@ -36,6 +36,9 @@ pub struct SidecarConfig {
     /// How long a client of the HTTP face may take to send a request's head.
     pub head_timeout: Duration,
     pub worker: WorkerConfig,
+    /// Language models to serve: every `<id>/model.gguf` in this folder.
+    pub models_dir: Option<std::path::PathBuf>,
+    pub engine: llm::engine::EngineConfig,
 }
 
 impl SidecarConfig {
@@ -49,6 +52,8 @@ impl SidecarConfig {
             cache_models: 256,
             head_timeout: Duration::from_secs(30),
             worker: WorkerConfig::default(),
+            models_dir: None,
+            engine: llm::engine::EngineConfig::default(),
         }
     }
 }
@@ -98,6 +103,10 @@ impl Sidecar {
     pub async fn start(stores: &Stores, listener: Option<TcpListener>, cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
         let device = device();
         let cache = Arc::new(cache::ModelCache::new(cfg.cache_models, device.clone()));
+        let llm = llm::service::LlmService::new(cfg.engine.clone());
+        if let Some(dir) = &cfg.models_dir {
+            llm.load_dir(dir);
+        }
         let state = Arc::new(server::ServerState {
             secret: cfg.secret.clone(),
             cache: cache.clone(),
@@ -105,6 +114,7 @@ impl Sidecar {
             device: device.clone(),
             admitted: Arc::new(Semaphore::new(cfg.queue)),
             compute: Arc::new(Semaphore::new(cfg.compute.max(1))),
+            llm,
         });
         let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks: Vec<_> = listener

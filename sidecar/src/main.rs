@@ -21,6 +21,8 @@ struct Args {
     secret: String,
     #[command(flatten)]
     training: maas_sidecar::TrainingArgs,
+    #[command(flatten)]
+    llm: maas_sidecar::llm::engine::LlmArgs,
     #[arg(long, env = "MAAS_TRAINERS", default_value_t = 1)]
     trainers: usize,
 }
@@ -44,6 +46,8 @@ async fn run() -> anyhow::Result<()> {
     let stores = Stores::open(&store).await?;
     let mut cfg = maas_sidecar::SidecarConfig::new(args.secret);
     cfg.worker = args.training.worker_config();
+    cfg.engine = args.llm.engine_config();
+    cfg.models_dir = args.llm.models_dir.clone();
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;

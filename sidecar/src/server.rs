@@ -1,6 +1,7 @@
 //! The sidecar's run path, behind a bounded queue that answers "busy" instead of piling up
-//! work: its HTTP face (`/health` and `/v1/sgt/run`, behind a shared secret) and the same path
-//! as a Rust call ([`Compute`]) for `maas`, which embeds the sidecar.
+//! work, and its language models: its HTTP face (`/health`, `/v1/sgt/run`, `/v1/llm/generate`
+//! and `/v1/llm/models`, behind a shared secret) and the same paths as Rust calls
+//! ([`Compute`]) for `maas`, which embeds the sidecar.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -9,17 +10,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use candle_core::{Device, Tensor};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use maas_sidecar_client::wire::{decode_run, encode_f32};
-use maas_sidecar_client::{Compute, ModelRef, SidecarError, SECRET_HEADER};
+use maas_sidecar_client::llm::{GenerateError, GenerateRequest, LlmModelInfo};
+use maas_sidecar_client::wire::{decode_run, encode_f32, event_line};
+use maas_sidecar_client::{Compute, EventStream, ModelRef, SidecarError, SECRET_HEADER};
 use maas_store::Blobs;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::cache::{LoadError, ModelCache};
+use crate::llm::service::LlmService;
 
 /// Largest run request accepted: 4096 rows of 4096 inputs, plus header.
 pub const MAX_RUN_BYTES: usize = 4096 * 4096 * 4 + 64 * 1024;
@@ -33,15 +37,20 @@ pub struct ServerState {
     pub admitted: Arc<Semaphore>,
     /// Requests computing at once.
     pub compute: Arc<Semaphore>,
+    /// The language models this sidecar serves.
+    pub llm: Arc<LlmService>,
 }
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
     r
 }
+
+/// Largest generate request: a prompt or conversation of a few megabytes.
+const MAX_GENERATE_BYTES: usize = 8 << 20;
 
 /// Serves the sidecar's routes. Heads must arrive within `head_timeout`: the secret is checked
 /// only once a head is whole, so without a deadline anyone who can reach the port could hold
@@ -75,12 +84,13 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, head_timeout:
 async fn route(req: Request<Incoming>, state: &ServerState) -> Reply {
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/health") => reply(StatusCode::OK, "ok"),
-        ("POST", "/v1/sgt/run") => {
-            if !authorised(&req, &state.secret) {
-                return reply(StatusCode::UNAUTHORIZED, "bad sidecar secret");
-            }
-            run(req, state).await
-        }
+        _ if !authorised(&req, &state.secret) => reply(StatusCode::UNAUTHORIZED, "bad sidecar secret"),
+        ("POST", "/v1/sgt/run") => run(req, state).await,
+        ("POST", "/v1/llm/generate") => generate(req, state).await,
+        ("GET", "/v1/llm/models") => match serde_json::to_vec(&state.llm.models()) {
+            Ok(body) => reply(StatusCode::OK, body),
+            Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "cannot list models"),
+        },
         _ => reply(StatusCode::NOT_FOUND, "no such route"),
     }
 }
@@ -152,6 +162,42 @@ async fn run(req: Request<Incoming>, state: &ServerState) -> Reply {
     }
 }
 
+/// Streams a generation as one JSON event a line; a refusal is answered with its status and
+/// the [`GenerateError`] as JSON. The client going away drops the stream, which cancels the
+/// generation within a step.
+async fn generate(req: Request<Incoming>, state: &ServerState) -> Reply {
+    let body = match Limited::new(req.into_body(), MAX_GENERATE_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "generate request too large"),
+    };
+    let request: GenerateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match state.generate(request).await {
+        Ok(events) => {
+            use futures::StreamExt;
+            let frames = events.map(|e| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(event_line(&e)))));
+            let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/x-ndjson"),
+            );
+            r
+        }
+        Err(e) => {
+            let status = match e {
+                GenerateError::UnknownModel { .. } => StatusCode::NOT_FOUND,
+                GenerateError::Loading => StatusCode::SERVICE_UNAVAILABLE,
+                GenerateError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+                GenerateError::ContextTooLong { .. } | GenerateError::BadPrompt { .. } => StatusCode::BAD_REQUEST,
+                GenerateError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            reply(status, serde_json::to_vec(&e).unwrap_or_default())
+        }
+    }
+}
+
 /// `maas`'s in-process calls: the same queue, cache and compute slots as HTTP requests.
 #[async_trait::async_trait]
 impl Compute for ServerState {
@@ -166,6 +212,16 @@ impl Compute for ServerState {
             ));
         }
         Ok(self.run_admitted(model, rows.len() / width, rows.to_vec()).await?)
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> Result<EventStream, GenerateError> {
+        use futures::StreamExt;
+        let mut rx = self.llm.generate(req)?;
+        Ok(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+    }
+
+    async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError> {
+        Ok(self.llm.models())
     }
 }
 

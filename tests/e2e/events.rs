@@ -38,9 +38,10 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     };
     let stores = Stores::open(&store).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sidecar = Sidecar::start(&stores, Some(listener), SidecarConfig::new("events-secret"))
-        .await
-        .unwrap();
+    let mut sidecar_config = SidecarConfig::new("events-secret");
+    sidecar_config.models_dir = Some(crate::openai::models_dir());
+    let sidecar = Sidecar::start(&stores, Some(listener), sidecar_config).await.unwrap();
+    crate::openai::wait_for_model(&sidecar.compute.llm).await;
     // The OAuth sample signs in through a provider served here, with the event's code.
     let provider = crate::oauth_provider::FakeProvider::start().await;
     provider.code_named(
@@ -75,7 +76,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     for name in names {
         let route = routes::find(name).unwrap_or_else(|| panic!("event {name} names no route"));
         let mut raw = std::fs::read_to_string(events_dir().join(format!("{name}.json"))).unwrap();
-        if name.starts_with("v1-") {
+        if name.starts_with("v1-") || name.starts_with("openai-") {
             raw = fill_placeholders(&state, raw, &ids).await;
         }
         let request =
@@ -92,6 +93,17 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let value: Value = serde_json::from_slice(&body).unwrap();
+        if name.starts_with("openai-") {
+            assert_eq!(status, 200, "{name}: {value}");
+            let object = match name {
+                "openai-models-list" => "list",
+                "openai-models-get" => "model",
+                "openai-chat-completions" => "chat.completion",
+                _ => "text_completion",
+            };
+            assert_eq!(value["object"], object, "{name}: {value}");
+            continue;
+        }
         if name.starts_with("v1-") {
             assert!(status == 200 || status == 201, "{name}: {status} {value}");
             if name != "v1-openapi" {

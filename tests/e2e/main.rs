@@ -9,6 +9,7 @@ mod events;
 mod learning;
 mod oauth;
 mod oauth_provider;
+mod openai;
 mod sgt;
 mod v1;
 mod v1_bodies;

@@ -36,6 +36,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
         sidecar_queue: 256,
         idle_timeout_secs: 30,
         training: maas_sidecar::TrainingArgs::default(),
+        llm: maas_sidecar::llm::engine::LlmArgs::default(),
         system_key: Some(format!("system-{}", uuid::Uuid::new_v4())),
         identity: maas_functions::config::IdentityArgs {
             jwt_keys: None,

@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maas_store::records::identity::User;
 use maas_store::records::sgt::Secret;
 use maas_store::StoreError;
@@ -186,6 +186,8 @@ pub struct Guarded {
     pub state: AppState,
     pub access: Access,
     pub class: Class,
+    /// How a refusal is written: the v1 envelope, or OpenAI's error shape on `/v1`.
+    pub render: fn(ApiError) -> Response,
 }
 
 /// Runs around every v1 handler: request id, authentication, permission, rate limits.
@@ -207,7 +209,7 @@ async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
             Ok(pr)
         }) {
             Ok(pr) => Some(pr),
-            Err(e) => return e.into_response(),
+            Err(e) => return (g.render)(e),
         },
         _ => None,
     };
@@ -218,10 +220,10 @@ async fn admit(g: Guarded, mut req: Request, next: Next) -> Response {
     };
     let verdict = match limits::check(&g.state.v1.repo, &g.state.v1.limits, g.class, subject).await {
         Ok(v) => v,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return (g.render)(ApiError::from(e)),
     };
     let mut response = match verdict.error() {
-        Some(e) => e.into_response(),
+        Some(e) => (g.render)(e),
         None => {
             if let Some(p) = principal {
                 req.extensions_mut().insert(Arc::new(p));

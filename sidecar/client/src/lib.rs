@@ -11,6 +11,13 @@ use thiserror::Error;
 
 pub use wire::{CheckpointRef, ModelRef, RunHeader, MODEL_TYPES, SECRET_HEADER};
 
+use futures::stream::BoxStream;
+use llm::{GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo};
+
+/// A generation's events, in order, ending with `Done` or `Failed`. Dropping it cancels the
+/// generation.
+pub type EventStream = BoxStream<'static, GenerateEvent>;
+
 #[derive(Debug, Error)]
 pub enum SidecarError {
     /// The sidecar's queue is full; try again later.
@@ -33,6 +40,10 @@ pub enum SidecarError {
 #[async_trait::async_trait]
 pub trait Compute: Send + Sync + 'static {
     async fn run(&self, model: &ModelRef, rows: &[f32]) -> Result<Vec<f32>, SidecarError>;
+    /// Starts a generation on a language model.
+    async fn generate(&self, req: GenerateRequest) -> Result<EventStream, GenerateError>;
+    /// The language models ready to serve.
+    async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError>;
 }
 
 /// A client for one sidecar, cheap to clone.
@@ -106,7 +117,61 @@ impl SidecarClient {
     }
 }
 
+impl SidecarClient {
+    /// Starts a generation; see [`Compute::generate`].
+    pub async fn generate(&self, req: GenerateRequest) -> Result<EventStream, GenerateError> {
+        match &self.transport {
+            Transport::Http(h) => h.generate(req).await,
+            Transport::InProcess(c) => c.generate(req).await,
+        }
+    }
+
+    pub async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError> {
+        match &self.transport {
+            Transport::Http(h) => h.llm_models().await,
+            Transport::InProcess(c) => c.llm_models().await,
+        }
+    }
+}
+
 impl HttpSidecar {
+    /// `POST /v1/llm/generate`: JSON in, one JSON event a line out, as they happen. A refusal
+    /// is a non-200 answer whose body is the [`GenerateError`].
+    async fn generate(&self, req: GenerateRequest) -> Result<EventStream, GenerateError> {
+        let down = |e: reqwest::Error| GenerateError::Internal {
+            message: format!("sidecar unavailable: {e}"),
+        };
+        let res = self
+            .http
+            .post(format!("{}/v1/llm/generate", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .json(&req)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(down)?;
+        if !res.status().is_success() {
+            let status = res.status();
+            let body = res.bytes().await.map_err(down)?;
+            return Err(serde_json::from_slice(&body).unwrap_or(GenerateError::Internal {
+                message: format!("sidecar answered {status}"),
+            }));
+        }
+        Ok(wire::event_lines(res.bytes_stream()))
+    }
+
+    async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError> {
+        let res = self
+            .http
+            .get(format!("{}/v1/llm/models", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let body = check(res).await?;
+        serde_json::from_slice(&body).map_err(|e| SidecarError::Unavailable(e.to_string()))
+    }
+
     async fn health(&self) -> Result<(), SidecarError> {
         let res = self
             .http

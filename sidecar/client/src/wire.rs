@@ -75,6 +75,57 @@ pub fn decode_f32(bytes: &[u8]) -> Result<Vec<f32>, String> {
         .collect())
 }
 
+/// Generation events from a body of one JSON event a line, as they arrive. A broken
+/// connection or a garbled line ends the stream with `Failed`.
+pub fn event_lines<S, E>(body: S) -> crate::EventStream
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    let state = (Box::pin(body), Vec::<u8>::new(), false);
+    futures::stream::unfold(state, |(mut body, mut buf, mut ended)| async move {
+        loop {
+            if ended {
+                return None;
+            }
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let event = serde_json::from_slice::<crate::llm::GenerateEvent>(&line[..nl]).unwrap_or_else(|e| {
+                    crate::llm::GenerateEvent::Failed {
+                        message: format!("bad event from the sidecar: {e}"),
+                    }
+                });
+                ended = !matches!(event, crate::llm::GenerateEvent::Token { .. });
+                return Some((event, (body, buf, ended)));
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    let failed = crate::llm::GenerateEvent::Failed {
+                        message: format!("the sidecar connection broke: {e}"),
+                    };
+                    return Some((failed, (body, buf, true)));
+                }
+                None => {
+                    let failed = crate::llm::GenerateEvent::Failed {
+                        message: "the sidecar ended the stream early".into(),
+                    };
+                    return Some((failed, (body, buf, true)));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// One event as a line of the generate stream.
+pub fn event_line(event: &crate::llm::GenerateEvent) -> Vec<u8> {
+    let mut line = serde_json::to_vec(event).expect("events serialise");
+    line.push(b'\n');
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +161,41 @@ mod tests {
         assert!(decode_run(&[1, 0]).is_err());
         assert!(decode_run(&[200, 0, 0, 0, b'{']).is_err());
         assert!(decode_f32(&[0, 0, 0]).is_err());
+    }
+
+    #[tokio::test]
+    async fn events_split_anywhere_across_chunks_come_out_whole_and_a_cut_stream_fails() {
+        use crate::llm::{FinishReason, GenerateEvent};
+        use futures::StreamExt;
+        let events = vec![
+            GenerateEvent::Token {
+                text: "Pa".into(),
+                logprob: None,
+                top_logprobs: vec![],
+            },
+            GenerateEvent::Token {
+                text: "ris ✓".into(),
+                logprob: None,
+                top_logprobs: vec![],
+            },
+            GenerateEvent::Done {
+                finish_reason: FinishReason::Stop,
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                time_to_first_token_ms: 1.0,
+            },
+        ];
+        let bytes: Vec<u8> = events.iter().flat_map(super::event_line).collect();
+        for cut in [1, 7, 13] {
+            let chunks: Vec<Result<bytes::Bytes, String>> = bytes
+                .chunks(cut)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            let got: Vec<_> = super::event_lines(futures::stream::iter(chunks)).collect().await;
+            assert_eq!(got, events, "chunks of {cut}");
+        }
+        let cut_short = vec![Ok::<_, String>(bytes::Bytes::copy_from_slice(&bytes[..20]))];
+        let got: Vec<_> = super::event_lines(futures::stream::iter(cut_short)).collect().await;
+        assert!(matches!(got.last(), Some(GenerateEvent::Failed { .. })), "{got:?}");
     }
 }

@@ -30,6 +30,58 @@ impl Default for EngineConfig {
     }
 }
 
+/// The language-model flags `maas` and `maas-sidecar` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LlmArgs {
+    /// Serve every `<id>/model.gguf` in this folder (`scripts/fetch-models` fills it).
+    #[arg(long, env = "MAAS_MODELS_DIR")]
+    pub models_dir: Option<std::path::PathBuf>,
+    /// Most sequences a model computes in one step.
+    #[arg(long, env = "MAAS_LLM_MAX_BATCH", default_value_t = SchedulerConfig::default().max_batch)]
+    pub llm_max_batch: usize,
+    /// Most positions (prompt + max_tokens) a model's running sequences reserve together.
+    #[arg(long, env = "MAAS_LLM_KV_TOKENS", default_value_t = SchedulerConfig::default().max_kv_tokens)]
+    pub llm_kv_tokens: usize,
+    /// Most tokens one step computes; longer prompts are prefilled in chunks of this size.
+    #[arg(long, env = "MAAS_LLM_STEP_TOKENS", default_value_t = SchedulerConfig::default().step_tokens)]
+    pub llm_step_tokens: usize,
+    /// Requests that may wait for a model; more are answered 429.
+    #[arg(long, env = "MAAS_LLM_QUEUE", default_value_t = SchedulerConfig::default().max_waiting)]
+    pub llm_queue: usize,
+    /// Threads for a model's kernels (default: every core).
+    #[arg(long, env = "MAAS_LLM_THREADS")]
+    pub llm_threads: Option<usize>,
+}
+
+impl LlmArgs {
+    pub fn engine_config(&self) -> EngineConfig {
+        let default = EngineConfig::default();
+        EngineConfig {
+            scheduler: SchedulerConfig {
+                max_batch: self.llm_max_batch.max(1),
+                max_kv_tokens: self.llm_kv_tokens.max(1),
+                step_tokens: self.llm_step_tokens.max(1),
+                max_waiting: self.llm_queue,
+            },
+            threads: self.llm_threads.unwrap_or(default.threads).max(1),
+        }
+    }
+}
+
+impl Default for LlmArgs {
+    fn default() -> Self {
+        let s = SchedulerConfig::default();
+        LlmArgs {
+            models_dir: None,
+            llm_max_batch: s.max_batch,
+            llm_kv_tokens: s.max_kv_tokens,
+            llm_step_tokens: s.step_tokens,
+            llm_queue: s.max_waiting,
+            llm_threads: None,
+        }
+    }
+}
+
 /// Counters since start.
 #[derive(Default, Debug)]
 pub struct EngineStats {

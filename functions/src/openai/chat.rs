@@ -1,0 +1,198 @@
+//! `POST /v1/chat/completions`.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use maas_sidecar_client::llm::{ChatMessage, FinishReason, GenerateRequest, Prompt, TokenLogprob};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::OpenAiError;
+use super::params::{for_choice, OpenAiJson};
+use super::stream::{gather_all, logprob_json, sse, Chunks, Usage};
+use crate::state::AppState;
+use crate::v1::guard::Principal;
+
+#[derive(Deserialize, Debug)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<MessageIn>,
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct MessageIn {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[allow(dead_code)]
+    pub name: Option<String>,
+}
+
+/// A message's content: text, or a list of parts of which only text parts are supported.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// The conversation as the engine takes it, checked.
+fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, OpenAiError> {
+    if req.messages.is_empty() {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+        ));
+    }
+    req.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(OpenAiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!("Invalid value: '{}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", m.role),
+                ));
+            }
+            let content = match &m.content {
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => parts
+                    .iter()
+                    .map(|p| match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => Ok(t.as_str()),
+                        _ => Err(OpenAiError::invalid(
+                            format!("messages[{i}].content"),
+                            format!("Content parts of type '{}' are not supported by this model; send text.", p.kind),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(""),
+                None if m.role == "assistant" => String::new(),
+                None => {
+                    return Err(OpenAiError::invalid(
+                        format!("messages[{i}].content"),
+                        format!("Missing required parameter: 'messages[{i}].content'."),
+                    ))
+                }
+            };
+            // `developer` is the newer name for `system`; templates know only the older one.
+            let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+            Ok(ChatMessage {
+                role: role.into(),
+                content,
+            })
+        })
+        .collect()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    OpenAiJson(req, sampling): OpenAiJson<ChatRequest>,
+) -> Result<Response, OpenAiError> {
+    let messages = messages(&req)?;
+    let top = match (req.logprobs, req.top_logprobs) {
+        (_, Some(n)) if n > 20 => {
+            return Err(OpenAiError::invalid(
+                "top_logprobs",
+                "Invalid 'top_logprobs': at most 20.",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(OpenAiError::invalid(
+                "top_logprobs",
+                "'top_logprobs' needs 'logprobs' set to true.",
+            ))
+        }
+        (true, n) => Some(n.unwrap_or(0)),
+        (false, None) => None,
+    };
+    let params = sampling.params(req.max_completion_tokens.or(sampling.max_tokens), top)?;
+    let mut streams = Vec::new();
+    for i in 0..sampling.n() {
+        let gen = GenerateRequest {
+            model: req.model.clone(),
+            prompt: Prompt::Chat(messages.clone()),
+            params: for_choice(&params, i),
+            user: who.user.user_id.clone(),
+        };
+        streams.push(state.sidecar.generate(gen).await?);
+    }
+    let chunks = ChatChunks {
+        id: super::completion_id("chatcmpl"),
+        created: maas_store::now_secs(),
+        model: req.model.clone(),
+    };
+    if sampling.stream {
+        return Ok(sse(streams, chunks, sampling.include_usage()));
+    }
+    let (choices, usage) = gather_all(streams).await?;
+    let choices: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "index": i,
+                "message": {"role": "assistant", "content": c.text, "refusal": null},
+                "logprobs": req.logprobs.then(|| json!({"content": c.logprobs.iter().map(|(lp, top)| logprob_json(lp, top)).collect::<Vec<_>>(), "refusal": null})),
+                "finish_reason": c.finish_reason.map(FinishReason::as_str),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": chunks.id,
+        "object": "chat.completion",
+        "created": chunks.created,
+        "model": chunks.model,
+        "choices": choices,
+        "usage": usage.json(),
+        "system_fingerprint": null,
+    }))
+    .into_response())
+}
+
+struct ChatChunks {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl ChatChunks {
+    fn chunk(&self, choices: Value) -> Value {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "system_fingerprint": null, "choices": choices})
+    }
+}
+
+impl Chunks for ChatChunks {
+    fn opening(&self, index: u32) -> Option<Value> {
+        Some(self.chunk(json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+    }
+
+    fn delta(&self, index: u32, text: &str, logprob: Option<(&TokenLogprob, &[TokenLogprob])>) -> Value {
+        let logprobs = logprob.map(|(lp, top)| json!({"content": [logprob_json(lp, top)], "refusal": null}));
+        self.chunk(json!([{"index": index, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null}]))
+    }
+
+    fn finish(&self, index: u32, reason: FinishReason) -> Value {
+        self.chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()}]))
+    }
+
+    fn usage(&self, usage: Usage) -> Value {
+        let mut v = self.chunk(json!([]));
+        v["usage"] = usage.json();
+        v
+    }
+}

@@ -1,0 +1,160 @@
+//! `POST /v1/completions`: text in, text out, no chat template.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use maas_sidecar_client::llm::{FinishReason, GenerateRequest, Prompt, TokenLogprob};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::OpenAiError;
+use super::params::{for_choice, OpenAiJson};
+use super::stream::{gather_all, sse, Chunks, Usage};
+use crate::state::AppState;
+use crate::v1::guard::Principal;
+
+#[derive(Deserialize, Debug)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptIn,
+    /// How many alternatives to report with each token (legacy completions' form).
+    pub logprobs: Option<u32>,
+    #[serde(default)]
+    pub echo: bool,
+}
+
+/// One prompt or several; each gets `n` choices.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum PromptIn {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Most prompts in one request.
+const MAX_PROMPTS: usize = 16;
+/// The legacy API's default.
+const DEFAULT_MAX_TOKENS: u32 = 16;
+
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    OpenAiJson(req, sampling): OpenAiJson<CompletionRequest>,
+) -> Result<Response, OpenAiError> {
+    let prompts = match &req.prompt {
+        PromptIn::One(p) => vec![p.clone()],
+        PromptIn::Many(ps) if ps.is_empty() || ps.len() > MAX_PROMPTS => {
+            return Err(OpenAiError::invalid(
+                "prompt",
+                format!("Invalid 'prompt': between 1 and {MAX_PROMPTS} prompts."),
+            ))
+        }
+        PromptIn::Many(ps) => ps.clone(),
+    };
+    if req.echo {
+        return Err(OpenAiError::invalid("echo", "'echo' is not supported."));
+    }
+    if req.logprobs.is_some_and(|n| n > 5) {
+        return Err(OpenAiError::invalid("logprobs", "Invalid 'logprobs': at most 5."));
+    }
+    let params = sampling.params(Some(sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)), req.logprobs)?;
+    let mut streams = Vec::new();
+    for prompt in &prompts {
+        for i in 0..sampling.n() {
+            let gen = GenerateRequest {
+                model: req.model.clone(),
+                prompt: Prompt::Text(prompt.clone()),
+                params: for_choice(&params, i),
+                user: who.user.user_id.clone(),
+            };
+            streams.push(state.sidecar.generate(gen).await?);
+        }
+    }
+    let chunks = CompletionChunks {
+        id: super::completion_id("cmpl"),
+        created: maas_store::now_secs(),
+        model: req.model.clone(),
+    };
+    if sampling.stream {
+        return Ok(sse(streams, chunks, sampling.include_usage()));
+    }
+    let per_prompt = sampling.n() as usize;
+    let (choices, _) = gather_all(streams).await?;
+    // Each prompt counts once toward the prompt tokens, whatever `n` is.
+    let usage = Usage {
+        prompt_tokens: choices.iter().step_by(per_prompt).map(|c| c.prompt_tokens).sum(),
+        completion_tokens: choices.iter().map(|c| c.completion_tokens).sum(),
+    };
+    let choices: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "index": i,
+                "text": c.text,
+                "logprobs": req.logprobs.map(|_| legacy_logprobs(c.logprobs.iter().map(|(lp, top)| (lp, top.as_slice())))),
+                "finish_reason": c.finish_reason.map(FinishReason::as_str),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": chunks.id,
+        "object": "text_completion",
+        "created": chunks.created,
+        "model": chunks.model,
+        "choices": choices,
+        "usage": usage.json(),
+        "system_fingerprint": null,
+    }))
+    .into_response())
+}
+
+/// The completions API's log-probability layout: parallel lists.
+fn legacy_logprobs<'a>(tokens: impl Iterator<Item = (&'a TokenLogprob, &'a [TokenLogprob])>) -> Value {
+    let (mut text, mut lps, mut tops, mut offsets, mut at) = (vec![], vec![], vec![], vec![], 0usize);
+    for (lp, top) in tokens {
+        offsets.push(at);
+        at += lp.token.len();
+        text.push(lp.token.clone());
+        lps.push(lp.logprob);
+        tops.push(
+            top.iter()
+                .map(|t| (t.token.clone(), json!(t.logprob)))
+                .collect::<serde_json::Map<_, _>>(),
+        );
+    }
+    json!({"tokens": text, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+struct CompletionChunks {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl CompletionChunks {
+    fn chunk(&self, choices: Value) -> Value {
+        json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "system_fingerprint": null, "choices": choices})
+    }
+}
+
+impl Chunks for CompletionChunks {
+    fn opening(&self, _: u32) -> Option<Value> {
+        None
+    }
+
+    fn delta(&self, index: u32, text: &str, logprob: Option<(&TokenLogprob, &[TokenLogprob])>) -> Value {
+        let logprobs = logprob.map(|t| legacy_logprobs(std::iter::once(t)));
+        self.chunk(json!([{"index": index, "text": text, "logprobs": logprobs, "finish_reason": null}]))
+    }
+
+    fn finish(&self, index: u32, reason: FinishReason) -> Value {
+        self.chunk(json!([{"index": index, "text": "", "logprobs": null, "finish_reason": reason.as_str()}]))
+    }
+
+    fn usage(&self, usage: Usage) -> Value {
+        let mut v = self.chunk(json!([]));
+        v["usage"] = usage.json();
+        v
+    }
+}
