@@ -3,13 +3,13 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use maas_sidecar_client::llm::{ChatMessage, FinishReason, GenerateRequest, Prompt, TokenLogprob};
+use maas_sidecar_client::llm::{ChatMessage, FinishReason, Prompt, TokenLogprob};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
-use super::params::{for_choice, OpenAiJson};
-use super::stream::{gather_all, logprob_json, sse, Chunks, Usage};
+use super::params::OpenAiJson;
+use super::stream::{gather_all, logprob_json, sse, start, Chunks, Head};
 use crate::state::AppState;
 use crate::v1::guard::Principal;
 
@@ -121,21 +121,16 @@ pub async fn create(
         (false, None) => None,
     };
     let params = sampling.params(req.max_completion_tokens.or(sampling.max_tokens), top)?;
-    let mut streams = Vec::new();
-    for i in 0..sampling.n() {
-        let gen = GenerateRequest {
-            model: req.model.clone(),
-            prompt: Prompt::Chat(messages.clone()),
-            params: for_choice(&params, i),
-            user: who.user.user_id.clone(),
-        };
-        streams.push(state.sidecar.generate(gen).await?);
-    }
-    let chunks = ChatChunks {
-        id: super::completion_id("chatcmpl"),
-        created: maas_store::now_secs(),
-        model: req.model.clone(),
-    };
+    let streams = start(
+        &state.sidecar,
+        &req.model,
+        vec![Prompt::Chat(messages)],
+        &params,
+        sampling.n(),
+        &who.user.user_id,
+    )
+    .await?;
+    let chunks = ChatChunks(Head::new("chatcmpl", &req.model));
     if sampling.stream {
         return Ok(sse(streams, chunks, sampling.include_usage()));
     }
@@ -152,31 +147,18 @@ pub async fn create(
             })
         })
         .collect();
-    Ok(Json(json!({
-        "id": chunks.id,
-        "object": "chat.completion",
-        "created": chunks.created,
-        "model": chunks.model,
-        "choices": choices,
-        "usage": usage.json(),
-        "system_fingerprint": null,
-    }))
-    .into_response())
+    let mut body = chunks.0.object("chat.completion", Value::Array(choices));
+    body["usage"] = usage.json();
+    Ok(Json(body).into_response())
 }
 
-struct ChatChunks {
-    id: String,
-    created: i64,
-    model: String,
-}
-
-impl ChatChunks {
-    fn chunk(&self, choices: Value) -> Value {
-        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "system_fingerprint": null, "choices": choices})
-    }
-}
+struct ChatChunks(Head);
 
 impl Chunks for ChatChunks {
+    fn chunk(&self, choices: Value) -> Value {
+        self.0.object("chat.completion.chunk", choices)
+    }
+
     fn opening(&self, index: u32) -> Option<Value> {
         Some(self.chunk(json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
     }
@@ -188,11 +170,5 @@ impl Chunks for ChatChunks {
 
     fn finish(&self, index: u32, reason: FinishReason) -> Value {
         self.chunk(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()}]))
-    }
-
-    fn usage(&self, usage: Usage) -> Value {
-        let mut v = self.chunk(json!([]));
-        v["usage"] = usage.json();
-        v
     }
 }

@@ -3,13 +3,13 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use maas_sidecar_client::llm::{FinishReason, GenerateRequest, Prompt, TokenLogprob};
+use maas_sidecar_client::llm::{FinishReason, Prompt, TokenLogprob};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
-use super::params::{for_choice, OpenAiJson};
-use super::stream::{gather_all, sse, Chunks, Usage};
+use super::params::OpenAiJson;
+use super::stream::{gather_all, sse, start, Chunks, Head, Usage};
 use crate::state::AppState;
 use crate::v1::guard::Principal;
 
@@ -58,23 +58,17 @@ pub async fn create(
         return Err(OpenAiError::invalid("logprobs", "Invalid 'logprobs': at most 5."));
     }
     let params = sampling.params(Some(sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)), req.logprobs)?;
-    let mut streams = Vec::new();
-    for prompt in &prompts {
-        for i in 0..sampling.n() {
-            let gen = GenerateRequest {
-                model: req.model.clone(),
-                prompt: Prompt::Text(prompt.clone()),
-                params: for_choice(&params, i),
-                user: who.user.user_id.clone(),
-            };
-            streams.push(state.sidecar.generate(gen).await?);
-        }
-    }
-    let chunks = CompletionChunks {
-        id: super::completion_id("cmpl"),
-        created: maas_store::now_secs(),
-        model: req.model.clone(),
-    };
+    let prompts = prompts.into_iter().map(Prompt::Text).collect();
+    let streams = start(
+        &state.sidecar,
+        &req.model,
+        prompts,
+        &params,
+        sampling.n(),
+        &who.user.user_id,
+    )
+    .await?;
+    let chunks = CompletionChunks(Head::new("cmpl", &req.model));
     if sampling.stream {
         return Ok(sse(streams, chunks, sampling.include_usage()));
     }
@@ -97,16 +91,9 @@ pub async fn create(
             })
         })
         .collect();
-    Ok(Json(json!({
-        "id": chunks.id,
-        "object": "text_completion",
-        "created": chunks.created,
-        "model": chunks.model,
-        "choices": choices,
-        "usage": usage.json(),
-        "system_fingerprint": null,
-    }))
-    .into_response())
+    let mut body = chunks.0.object("text_completion", Value::Array(choices));
+    body["usage"] = usage.json();
+    Ok(Json(body).into_response())
 }
 
 /// The completions API's log-probability layout: parallel lists.
@@ -126,19 +113,13 @@ fn legacy_logprobs<'a>(tokens: impl Iterator<Item = (&'a TokenLogprob, &'a [Toke
     json!({"tokens": text, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
 }
 
-struct CompletionChunks {
-    id: String,
-    created: i64,
-    model: String,
-}
-
-impl CompletionChunks {
-    fn chunk(&self, choices: Value) -> Value {
-        json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "system_fingerprint": null, "choices": choices})
-    }
-}
+struct CompletionChunks(Head);
 
 impl Chunks for CompletionChunks {
+    fn chunk(&self, choices: Value) -> Value {
+        self.0.object("text_completion", choices)
+    }
+
     fn opening(&self, _: u32) -> Option<Value> {
         None
     }
@@ -150,11 +131,5 @@ impl Chunks for CompletionChunks {
 
     fn finish(&self, index: u32, reason: FinishReason) -> Value {
         self.chunk(json!([{"index": index, "text": "", "logprobs": null, "finish_reason": reason.as_str()}]))
-    }
-
-    fn usage(&self, usage: Usage) -> Value {
-        let mut v = self.chunk(json!([]));
-        v["usage"] = usage.json();
-        v
     }
 }

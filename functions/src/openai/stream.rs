@@ -7,11 +7,57 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use maas_sidecar_client::llm::{FinishReason, GenerateEvent, TokenLogprob};
+use maas_sidecar_client::llm::{FinishReason, GenerateEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob};
 use maas_sidecar_client::EventStream;
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
+
+/// What a completion object and each of its chunks say about themselves.
+pub struct Head {
+    pub id: String,
+    pub created: i64,
+    pub model: String,
+}
+
+impl Head {
+    pub fn new(id_prefix: &str, model: &str) -> Head {
+        Head {
+            id: super::completion_id(id_prefix),
+            created: maas_store::now_secs(),
+            model: model.to_string(),
+        }
+    }
+
+    /// An object of kind `object` with these `choices`.
+    pub fn object(&self, object: &str, choices: Value) -> Value {
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "system_fingerprint": null, "choices": choices})
+    }
+}
+
+/// Starts `n` choices for each prompt, in order: prompt by prompt, choice `i` with `seed + i`.
+pub async fn start(
+    sidecar: &maas_sidecar_client::SidecarClient,
+    model: &str,
+    prompts: Vec<Prompt>,
+    params: &SamplingParams,
+    n: u32,
+    user: &str,
+) -> Result<Vec<EventStream>, OpenAiError> {
+    let mut streams = Vec::with_capacity(prompts.len() * n as usize);
+    for prompt in prompts {
+        for i in 0..n {
+            let req = GenerateRequest {
+                model: model.to_string(),
+                prompt: prompt.clone(),
+                params: super::params::for_choice(params, i),
+                user: user.to_string(),
+            };
+            streams.push(sidecar.generate(req).await?);
+        }
+    }
+    Ok(streams)
+}
 
 /// One choice, gathered.
 #[derive(Debug, Default)]
@@ -94,14 +140,20 @@ pub fn logprob_json(lp: &TokenLogprob, top: &[TokenLogprob]) -> Value {
 
 /// How one surface writes its stream chunks.
 pub trait Chunks: Send + Sync + 'static {
+    /// A chunk object holding `choices`.
+    fn chunk(&self, choices: Value) -> Value;
     /// The chunk that opens choice `index`, if the surface has one (chat's role).
     fn opening(&self, index: u32) -> Option<Value>;
     /// New text for choice `index`.
     fn delta(&self, index: u32, text: &str, logprob: Option<(&TokenLogprob, &[TokenLogprob])>) -> Value;
     /// Choice `index` ended.
     fn finish(&self, index: u32, reason: FinishReason) -> Value;
-    /// The last chunk, with the usage, when the caller asked for it.
-    fn usage(&self, usage: Usage) -> Value;
+    /// The last chunk, with the usage, when the caller asked for it: no choices.
+    fn usage(&self, usage: Usage) -> Value {
+        let mut v = self.chunk(json!([]));
+        v["usage"] = usage.json();
+        v
+    }
 }
 
 /// Streams every choice as SSE. Chunks of different choices interleave as they are made.
