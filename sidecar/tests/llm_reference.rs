@@ -59,12 +59,13 @@ fn gguf() -> PathBuf {
 }
 
 fn loaded(repack: Repack) -> &'static LoadedModel {
-    static AS_STORED: OnceLock<LoadedModel> = OnceLock::new();
-    static REPACKED: OnceLock<LoadedModel> = OnceLock::new();
-    let cell = match repack {
-        Repack::None => &AS_STORED,
-        Repack::SlowToQ8_0 => &REPACKED,
-    };
+    static CELLS: [OnceLock<LoadedModel>; 4] = [const { OnceLock::new() }; 4];
+    let cell = &CELLS[match repack {
+        Repack::None => 0,
+        Repack::SlowToQ8_0 => 1,
+        Repack::F32 => 2,
+        Repack::Mixed => 3,
+    }];
     cell.get_or_init(|| LoadedModel::gguf(&gguf(), &Device::Cpu, repack).expect("model loads"))
 }
 
@@ -98,6 +99,7 @@ fn logprob_gaps(repack: Repack) -> (f64, f64) {
                 &mut [SeqStep {
                     tokens: &p.ids,
                     cache: &mut cache,
+                    prompt: true,
                 }],
                 true,
             )
@@ -139,9 +141,15 @@ fn log_probabilities_match_llama_cpps_with_weights_as_stored() {
     assert_close_to_llama_cpp(Repack::None);
 }
 
+/// The serving default: prompts go through f32 GEMMs of the dequantized weights.
+#[test]
+fn log_probabilities_match_llama_cpps_with_mixed_weights() {
+    assert_close_to_llama_cpp(Repack::Mixed);
+}
+
 /// Greedy tokens for each prompt, all prompts run together in one batch when `batched`.
 fn greedy(prompts: &[Vec<u32>], steps: usize, batched: bool) -> Vec<Vec<u32>> {
-    let m = &loaded(Repack::None).model;
+    let m = &loaded(Repack::Mixed).model;
     if !batched {
         return prompts
             .iter()
@@ -155,7 +163,11 @@ fn greedy(prompts: &[Vec<u32>], steps: usize, batched: bool) -> Vec<Vec<u32>> {
         let mut batch: Vec<SeqStep> = next
             .iter()
             .zip(caches.iter_mut())
-            .map(|(t, cache)| SeqStep { tokens: t, cache })
+            .map(|(t, cache)| SeqStep {
+                prompt: cache.is_empty(),
+                tokens: t,
+                cache,
+            })
             .collect();
         let logits = m.forward(&mut batch, false).unwrap();
         for (i, o) in out.iter_mut().enumerate() {
@@ -170,7 +182,7 @@ fn greedy(prompts: &[Vec<u32>], steps: usize, batched: bool) -> Vec<Vec<u32>> {
 
 #[test]
 fn greedy_answers_follow_llama_cpp_and_know_the_capital_of_france() {
-    let m = loaded(Repack::None);
+    let m = loaded(Repack::Mixed);
     let reference = reference().greedy;
     let prompts: Vec<Vec<u32>> = reference.iter().map(|g| g.ids.clone()).collect();
     let ours = greedy(&prompts, 24, true);
@@ -191,7 +203,7 @@ fn greedy_answers_follow_llama_cpp_and_know_the_capital_of_france() {
 
 #[test]
 fn sequences_batched_together_give_exactly_their_solo_answers() {
-    let m = loaded(Repack::None);
+    let m = loaded(Repack::Mixed);
     let texts = [
         "The capital of Germany is",
         "Write a haiku about the sea.",

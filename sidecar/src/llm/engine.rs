@@ -19,6 +19,8 @@ pub struct EngineConfig {
     pub scheduler: SchedulerConfig,
     /// Threads the kernels use.
     pub threads: usize,
+    /// How quantized weights are held in memory.
+    pub weights: super::Repack,
 }
 
 impl Default for EngineConfig {
@@ -26,6 +28,7 @@ impl Default for EngineConfig {
         EngineConfig {
             scheduler: SchedulerConfig::default(),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            weights: super::Repack::Mixed,
         }
     }
 }
@@ -51,6 +54,10 @@ pub struct LlmArgs {
     /// Threads for a model's kernels (default: every core).
     #[arg(long, env = "MAAS_LLM_THREADS")]
     pub llm_threads: Option<usize>,
+    /// How GGUF weights are held: `mixed` (f32 GEMMs for prompts, Q8_0 kernels for generated
+    /// tokens: fastest, most memory), `as-stored`, `q8_0` (slow formats repacked) or `f32`.
+    #[arg(long, env = "MAAS_LLM_WEIGHTS", default_value = "mixed")]
+    pub llm_weights: super::Repack,
 }
 
 impl LlmArgs {
@@ -64,6 +71,7 @@ impl LlmArgs {
                 max_waiting: self.llm_queue,
             },
             threads: self.llm_threads.unwrap_or(default.threads).max(1),
+            weights: self.llm_weights,
         }
     }
 }
@@ -78,6 +86,7 @@ impl Default for LlmArgs {
             llm_step_tokens: s.step_tokens,
             llm_queue: s.max_waiting,
             llm_threads: None,
+            llm_weights: super::Repack::Mixed,
         }
     }
 }

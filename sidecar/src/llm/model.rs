@@ -67,16 +67,40 @@ impl LlamaConfig {
     }
 }
 
+/// A matmul weight: quantized for generated tokens and, with [`Repack::Mixed`], also dense f32
+/// for prompt tokens, whose many rows a dense GEMM computes far faster.
+struct Linear {
+    quant: QMatMul,
+    dense: Option<Tensor>,
+}
+
+impl Linear {
+    /// `x @ Wᵀ` for rows `x`, of which the first `prompt_rows` are prompt tokens. Each row takes
+    /// the same path whatever else is in the batch, so batching never changes a result.
+    fn forward(&self, x: &Tensor, prompt_rows: usize) -> candle_core::Result<Tensor> {
+        let Some(w) = self.dense.as_ref().filter(|_| prompt_rows > 0) else {
+            return self.quant.forward(x);
+        };
+        let total = x.dim(0)?;
+        let dense = x.narrow(0, 0, prompt_rows)?.matmul(&w.t()?)?;
+        if prompt_rows == total {
+            return Ok(dense);
+        }
+        let generated = self.quant.forward(&x.narrow(0, prompt_rows, total - prompt_rows)?)?;
+        Tensor::cat(&[dense, generated], 0)
+    }
+}
+
 struct Layer {
     attn_norm: Tensor,
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 pub struct Llama {
@@ -99,12 +123,35 @@ pub enum Repack {
     /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1) become Q8_0, which
     /// has one: twice the bytes of Q4_1, and values within Q8_0's rounding of the original.
     SlowToQ8_0,
+    /// Every matmul weight dequantized to f32 (8x the bytes of Q4): exact values, and matmuls
+    /// as dense GEMMs, which batch and prefill well.
+    F32,
+    /// Both: f32 GEMMs for prompt tokens (fast prefill), Q8_0 kernels for generated tokens
+    /// (fast decode). Takes the memory of both.
+    Mixed,
+}
+
+impl std::str::FromStr for Repack {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "as-stored" => Ok(Repack::None),
+            "q8_0" => Ok(Repack::SlowToQ8_0),
+            "f32" => Ok(Repack::F32),
+            "mixed" => Ok(Repack::Mixed),
+            other => Err(format!(
+                "unknown weight format {other:?}: as-stored, q8_0, f32 or mixed"
+            )),
+        }
+    }
 }
 
 /// One sequence's part of a step: its new tokens, appended after what its cache holds.
 pub struct SeqStep<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut SeqCache,
+    /// Whether these are prompt tokens (a generated token otherwise).
+    pub prompt: bool,
 }
 
 impl Llama {
@@ -127,13 +174,13 @@ impl Llama {
         for i in 0..cfg.layers {
             let p = |n: &str| format!("blk.{i}.{n}.weight");
             layers.push(Layer {
-                q: file.matmul(&p("attn_q"))?,
-                k: file.matmul(&p("attn_k"))?,
-                v: file.matmul(&p("attn_v"))?,
-                o: file.matmul(&p("attn_output"))?,
-                gate: file.matmul(&p("ffn_gate"))?,
-                up: file.matmul(&p("ffn_up"))?,
-                down: file.matmul(&p("ffn_down"))?,
+                q: file.linear(&p("attn_q"))?,
+                k: file.linear(&p("attn_k"))?,
+                v: file.linear(&p("attn_v"))?,
+                o: file.linear(&p("attn_output"))?,
+                gate: file.linear(&p("ffn_gate"))?,
+                up: file.linear(&p("ffn_up"))?,
+                down: file.linear(&p("ffn_down"))?,
                 attn_norm: file.dense(&p("attn_norm"))?,
                 ffn_norm: file.dense(&p("ffn_norm"))?,
             });
@@ -165,11 +212,22 @@ impl Llama {
     /// last new token) or, with `every_position`, one per new token in batch order. Each
     /// sequence's cache grows by its new tokens.
     pub fn forward(&self, batch: &mut [SeqStep<'_>], every_position: bool) -> Result<Tensor> {
-        let ids: Vec<u32> = batch.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        // Prompt tokens first, so each matmul can take them as one block (see `Linear`).
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&i| !batch[i].prompt);
+        let lens: Vec<usize> = batch.iter().map(|s| s.tokens.len()).collect();
+        let mut steps: Vec<&mut SeqStep<'_>> = batch.iter_mut().collect();
+        let mut sorted: Vec<&mut SeqStep<'_>> = Vec::with_capacity(steps.len());
+        let mut slots: Vec<Option<&mut SeqStep<'_>>> = steps.drain(..).map(Some).collect();
+        for &i in &order {
+            sorted.push(slots[i].take().expect("each index once"));
+        }
+        let prompt_rows: usize = sorted.iter().filter(|s| s.prompt).map(|s| s.tokens.len()).sum();
+        let ids: Vec<u32> = sorted.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let total = ids.len();
         anyhow::ensure!(total > 0, "a step needs at least one token");
         let mut positions = Vec::with_capacity(total);
-        for s in batch.iter() {
+        for s in sorted.iter() {
             let start = s.cache.len();
             anyhow::ensure!(
                 start + s.tokens.len() <= self.cfg.context,
@@ -187,31 +245,38 @@ impl Llama {
         let mut x = self.embed.embedding(&Tensor::new(ids, &self.device)?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps as f32)?;
-            let attn = self.attention(i, layer, &h, &cos, &sin, batch)?;
+            let attn = self.attention(i, layer, &h, &cos, &sin, &mut sorted, prompt_rows)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps as f32)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h, prompt_rows)?)?;
             let mlp = layer
                 .down
-                .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+                .forward(&(gate * layer.up.forward(&h, prompt_rows)?)?, prompt_rows)?;
             x = (x + mlp)?;
         }
-        for s in batch.iter_mut() {
+        // Rows back in the caller's order of sequences.
+        let mut starts = vec![0usize; lens.len()];
+        let mut at = 0;
+        for (s, &i) in sorted.iter_mut().zip(&order) {
+            starts[i] = at;
+            at += s.tokens.len();
             s.cache.advance(s.tokens.len());
         }
-        if !every_position {
-            let mut last = Vec::with_capacity(batch.len());
-            let mut end = 0;
-            for s in batch.iter() {
-                end += s.tokens.len();
-                last.push(end as u32 - 1);
-            }
-            x = x.index_select(&Tensor::new(last, &self.device)?, 0)?;
-        }
+        let rows: Vec<u32> = lens
+            .iter()
+            .zip(&starts)
+            .flat_map(|(&n, &start)| {
+                let first = if every_position { start } else { start + n - 1 };
+                (first..start + n).map(|r| r as u32)
+            })
+            .collect();
+        let x = x.index_select(&Tensor::new(rows, &self.device)?, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?;
         Ok(self.lm_head.forward(&x)?)
     }
 
     /// Self-attention of layer `i` for the packed hidden states `h` (`[total, hidden]`).
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         i: usize,
@@ -219,7 +284,8 @@ impl Llama {
         h: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        batch: &mut [SeqStep<'_>],
+        batch: &mut [&mut SeqStep<'_>],
+        prompt_rows: usize,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let total = h.dim(0)?;
@@ -230,9 +296,11 @@ impl Llama {
                 .contiguous()?
                 .unsqueeze(0)?)
         };
-        let q = candle_nn::rotary_emb::rope_i(&split(layer.q.forward(h)?, c.heads)?, cos, sin)?.squeeze(0)?;
-        let k = candle_nn::rotary_emb::rope_i(&split(layer.k.forward(h)?, c.kv_heads)?, cos, sin)?.squeeze(0)?;
-        let v = split(layer.v.forward(h)?, c.kv_heads)?.squeeze(0)?;
+        let q =
+            candle_nn::rotary_emb::rope_i(&split(layer.q.forward(h, prompt_rows)?, c.heads)?, cos, sin)?.squeeze(0)?;
+        let k = candle_nn::rotary_emb::rope_i(&split(layer.k.forward(h, prompt_rows)?, c.kv_heads)?, cos, sin)?
+            .squeeze(0)?;
+        let v = split(layer.v.forward(h, prompt_rows)?, c.kv_heads)?.squeeze(0)?;
         let group = c.heads / c.kv_heads;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let mut outs = Vec::with_capacity(batch.len());
@@ -261,7 +329,7 @@ impl Llama {
             outs.push(o);
             start += n;
         }
-        Ok(layer.o.forward(&Tensor::cat(&outs, 0)?)?)
+        Ok(layer.o.forward(&Tensor::cat(&outs, 0)?, prompt_rows)?)
     }
 }
 
@@ -280,10 +348,28 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
             .with_context(|| format!("loading {name}"))
     }
 
-    /// A weight for the matmul kernels.
+    /// A weight for the matmul kernels, in the forms `repack` asks for.
     fn matmul(&mut self, name: &str) -> Result<QMatMul> {
         let w = self.tensor(name)?;
+        if self.repack == Repack::F32 {
+            return Ok(QMatMul::Tensor(w.dequantize(self.device)?));
+        }
         Ok(QMatMul::from_qtensor(repacked(w, self.repack)?)?)
+    }
+
+    fn linear(&mut self, name: &str) -> Result<Linear> {
+        if self.repack != Repack::Mixed {
+            return Ok(Linear {
+                quant: self.matmul(name)?,
+                dense: None,
+            });
+        }
+        let w = self.tensor(name)?;
+        let dense = w.dequantize(self.device)?;
+        Ok(Linear {
+            quant: QMatMul::from_qtensor(repacked(w, Repack::SlowToQ8_0)?)?,
+            dense: Some(dense),
+        })
     }
 
     /// A small tensor (norm weights) as plain f32.
@@ -316,7 +402,7 @@ fn rotary_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)>
 
 fn repacked(w: QTensor, repack: Repack) -> Result<QTensor> {
     let slow = matches!(w.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
-    if repack == Repack::SlowToQ8_0 && slow {
+    if matches!(repack, Repack::SlowToQ8_0 | Repack::Mixed) && slow {
         let dense = w.dequantize(&w.device())?;
         return Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?);
     }

@@ -62,6 +62,7 @@ impl Sequence {
         super::model::SeqStep {
             tokens: &self.tokens[start..start + n],
             cache: &mut self.cache,
+            prompt: start < self.prompt_len,
         }
     }
 

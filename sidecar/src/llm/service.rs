@@ -11,7 +11,6 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::engine::{Engine, EngineConfig};
 use super::template::{ChatTemplate, Message};
 use super::weights::LoadedModel;
-use super::Repack;
 
 /// Where a model stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +83,7 @@ impl LlmService {
     }
 
     fn open(&self, id: &str, path: &Path) -> anyhow::Result<Served> {
-        let model = Arc::new(LoadedModel::gguf(path, &candle_core::Device::Cpu, Repack::None)?);
+        let model = Arc::new(LoadedModel::gguf(path, &candle_core::Device::Cpu, self.cfg.weights)?);
         let tok = &model.tokenizer;
         let name = |t: Option<u32>| t.map(|t| String::from_utf8_lossy(tok.token_bytes(t)).into_owned());
         let template = match &model.chat_template {
