@@ -61,7 +61,7 @@ fn gguf() -> PathBuf {
 fn loaded(repack: Repack) -> &'static LoadedModel {
     static CELLS: [OnceLock<LoadedModel>; 4] = [const { OnceLock::new() }; 4];
     let cell = &CELLS[match repack {
-        Repack::None => 0,
+        Repack::AsStored => 0,
         Repack::SlowToQ8_0 => 1,
         Repack::F32 => 2,
         Repack::Mixed => 3,
@@ -71,7 +71,7 @@ fn loaded(repack: Repack) -> &'static LoadedModel {
 
 #[test]
 fn token_ids_equal_llama_cpps_for_every_reference_text() {
-    let m = loaded(Repack::None);
+    let m = loaded(Repack::AsStored);
     for t in reference().tokens {
         assert_eq!(m.tokenizer.encode(&t.text).unwrap(), t.ids, "{:?}", t.text);
         // Special tokens are left out of text; everything else reads back as it was.
@@ -138,7 +138,7 @@ fn logsumexp(row: &[f32]) -> f64 {
 
 #[test]
 fn log_probabilities_match_llama_cpps_with_weights_as_stored() {
-    assert_close_to_llama_cpp(Repack::None);
+    assert_close_to_llama_cpp(Repack::AsStored);
 }
 
 /// The serving default: prompts go through f32 GEMMs of the dequantized weights.

@@ -337,6 +337,29 @@ async fn bad_requests_get_openai_errors_that_name_the_parameter(b: Backend) {
             "{extra}: {v}"
         );
     }
+    let completion = |extra: Value| {
+        let mut body = json!({"model": MODEL, "prompt": "Hello", "max_tokens": 2});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, param) in [
+        (json!({"prompt": []}), "prompt"),
+        (json!({"prompt": vec!["a"; 17]}), "prompt"),
+        (json!({"prompt": 5}), "prompt"),
+        (json!({"echo": true}), "echo"),
+        (json!({"logprobs": 6}), "logprobs"),
+    ] {
+        let (s, v, _) = app
+            .call(
+                Method::POST,
+                "/v1/completions",
+                Some(&token),
+                Some(completion(extra.clone())),
+            )
+            .await;
+        let e = openai_error(s, &v, StatusCode::BAD_REQUEST);
+        assert_eq!(e["param"].as_str(), Some(param), "{extra}: {v}");
+    }
     let mut no_model = france(json!({}));
     no_model.as_object_mut().unwrap().remove("model");
     let (s, v, _) = app

@@ -143,3 +143,70 @@ impl From<GenerateError> for OpenAiError {
 pub fn render_api_error(e: ApiError) -> Response {
     OpenAiError::from(e).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_refusal_has_its_status_and_code_and_waits_are_told_when_to_retry() {
+        let cases = [
+            (
+                GenerateError::UnknownModel { model: "m".into() },
+                StatusCode::NOT_FOUND,
+                Some("model_not_found"),
+            ),
+            (
+                GenerateError::Loading,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("model_loading"),
+            ),
+            (
+                GenerateError::QueueFull,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("rate_limit_exceeded"),
+            ),
+            (
+                GenerateError::ContextTooLong {
+                    context: 8192,
+                    prompt: 9000,
+                    max_tokens: 16,
+                    needed: 9016,
+                },
+                StatusCode::BAD_REQUEST,
+                Some("context_length_exceeded"),
+            ),
+            (
+                GenerateError::BadPrompt {
+                    message: "no template".into(),
+                },
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                GenerateError::Internal {
+                    message: "secret detail".into(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (e, status, code) in cases {
+            let err = OpenAiError::from(e.clone());
+            assert_eq!((err.status, err.code.as_deref()), (status, code), "{e:?}");
+            assert!(
+                !err.message.contains("secret detail"),
+                "internal details stay in the log"
+            );
+            let retry = err
+                .into_response()
+                .headers()
+                .contains_key(axum::http::header::RETRY_AFTER);
+            assert_eq!(
+                retry,
+                matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE),
+                "{e:?}"
+            );
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! over the packed batch, sample, send text, retire what finished. It runs on its own thread,
 //! with its own pool for the kernels, so async tasks never wait on tensor work.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use maas_sidecar_client::llm::{FinishReason, GenerateError, GenerateEvent, SamplingParams};
@@ -91,21 +91,9 @@ impl Default for LlmArgs {
     }
 }
 
-/// Counters since start.
-#[derive(Default, Debug)]
-pub struct EngineStats {
-    pub requests: AtomicU64,
-    pub prompt_tokens: AtomicU64,
-    pub completion_tokens: AtomicU64,
-    pub steps: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub failed: AtomicU64,
-}
-
 pub struct Engine {
     shared: Arc<Shared>,
     pub model: Arc<LoadedModel>,
-    pub stats: Arc<EngineStats>,
     max_waiting: usize,
     max_kv_tokens: usize,
 }
@@ -127,7 +115,6 @@ impl Engine {
             waiting: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
-        let stats = Arc::new(EngineStats::default());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads.max(1))
             .thread_name(|i| format!("llm-kernel-{i}"))
@@ -136,7 +123,6 @@ impl Engine {
         let worker = Worker {
             shared: shared.clone(),
             model: model.clone(),
-            stats: stats.clone(),
             sched: Scheduler::new(cfg.scheduler.clone()),
             pool,
         };
@@ -146,7 +132,6 @@ impl Engine {
         Ok(Engine {
             shared,
             model,
-            stats,
             max_waiting: cfg.scheduler.max_waiting,
             max_kv_tokens: cfg.scheduler.max_kv_tokens,
         })
@@ -184,14 +169,8 @@ impl Engine {
         }
         inbox.push(seq);
         drop(inbox);
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.shared.wake.notify_one();
         Ok(rx)
-    }
-
-    /// Requests waiting for a place in the batch.
-    pub fn queued(&self) -> usize {
-        self.shared.inbox.lock().expect("inbox lock").len() + self.shared.waiting.load(Ordering::SeqCst)
     }
 }
 
@@ -205,7 +184,6 @@ impl Drop for Engine {
 struct Worker {
     shared: Arc<Shared>,
     model: Arc<LoadedModel>,
-    stats: Arc<EngineStats>,
     sched: Scheduler,
     pool: rayon::ThreadPool,
 }
@@ -213,8 +191,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while self.take_new() {
-            let dropped = self.sched.drop_cancelled();
-            self.stats.cancelled.fetch_add(dropped as u64, Ordering::Relaxed);
+            self.sched.drop_cancelled();
             self.sched.admit();
             self.shared.waiting.store(self.sched.waiting(), Ordering::SeqCst);
             self.step();
@@ -262,7 +239,6 @@ impl Worker {
             .collect();
         let result = self.pool.install(|| model.forward(&mut steps, false));
         drop(steps);
-        self.stats.steps.fetch_add(1, Ordering::Relaxed);
         let logits = match result {
             Ok(l) => l,
             Err(e) => return self.fail_all(&chosen, &e.to_string()),
@@ -291,19 +267,9 @@ impl Worker {
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, reason) in finished {
             let seq = self.sched.retire(i);
-            match reason {
-                Some(r) => {
-                    self.stats
-                        .prompt_tokens
-                        .fetch_add(seq.prompt_len as u64, Ordering::Relaxed);
-                    self.stats
-                        .completion_tokens
-                        .fetch_add(seq.generated() as u64, Ordering::Relaxed);
-                    seq.finish(r);
-                }
-                None => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                }
+            // A sequence without a reason failed and already said so.
+            if let Some(r) = reason {
+                seq.finish(r);
             }
         }
     }
@@ -313,7 +279,6 @@ impl Worker {
         for &i in chosen.iter().rev() {
             let seq = self.sched.retire(i);
             seq.fail("the model failed on this request".into());
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

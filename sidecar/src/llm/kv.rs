@@ -37,11 +37,6 @@ impl SeqCache {
         self.len == 0
     }
 
-    /// Bytes the buffers hold.
-    pub fn bytes(&self) -> usize {
-        self.layers.iter().flatten().count() * 2 * self.kv_heads * self.capacity * self.head_dim * 4
-    }
-
     /// Appends `k` and `v` (`[kv_heads, n, head_dim]`) to `layer` after the cached positions and
     /// returns every position's keys and values so far (`[kv_heads, len + n, head_dim]`).
     /// [`SeqCache::advance`] moves `len` once every layer has its `n` new positions.

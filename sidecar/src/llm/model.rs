@@ -119,7 +119,7 @@ pub struct Llama {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Repack {
     /// As stored in the file.
-    None,
+    AsStored,
     /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1) become Q8_0, which
     /// has one: twice the bytes of Q4_1, and values within Q8_0's rounding of the original.
     SlowToQ8_0,
@@ -135,7 +135,7 @@ impl std::str::FromStr for Repack {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "as-stored" => Ok(Repack::None),
+            "as-stored" => Ok(Repack::AsStored),
             "q8_0" => Ok(Repack::SlowToQ8_0),
             "f32" => Ok(Repack::F32),
             "mixed" => Ok(Repack::Mixed),
@@ -204,10 +204,6 @@ impl Llama {
         })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// Runs one step for `batch` and returns logits `[rows, vocab]`: one row per sequence (its
     /// last new token) or, with `every_position`, one per new token in batch order. Each
     /// sequence's cache grows by its new tokens.
@@ -216,12 +212,9 @@ impl Llama {
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&i| !batch[i].prompt);
         let lens: Vec<usize> = batch.iter().map(|s| s.tokens.len()).collect();
-        let mut steps: Vec<&mut SeqStep<'_>> = batch.iter_mut().collect();
-        let mut sorted: Vec<&mut SeqStep<'_>> = Vec::with_capacity(steps.len());
-        let mut slots: Vec<Option<&mut SeqStep<'_>>> = steps.drain(..).map(Some).collect();
-        for &i in &order {
-            sorted.push(slots[i].take().expect("each index once"));
-        }
+        // The same stable sort as `order`'s.
+        let mut sorted: Vec<&mut SeqStep<'_>> = batch.iter_mut().collect();
+        sorted.sort_by_key(|s| !s.prompt);
         let prompt_rows: usize = sorted.iter().filter(|s| s.prompt).map(|s| s.tokens.len()).sum();
         let ids: Vec<u32> = sorted.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let total = ids.len();

@@ -50,10 +50,6 @@ impl Scheduler {
         }
     }
 
-    pub fn config(&self) -> &SchedulerConfig {
-        &self.cfg
-    }
-
     pub fn enqueue(&mut self, seq: Sequence) {
         let queue = self.waiting.entry(seq.user.clone()).or_default();
         if queue.is_empty() {

@@ -168,12 +168,4 @@ impl LlmService {
             .map_err(|e| GenerateError::Internal { message: e.to_string() })?;
         served.engine.submit(&req.user, ids, req.params)
     }
-
-    /// Counts the tokens `text` makes for `model`.
-    pub fn count_tokens(&self, model: &str, text: &str) -> Option<usize> {
-        match self.slots.read().expect("slots lock").get(model)? {
-            Slot::Ready(m) => m.engine.model.tokenizer.encode(text).ok().map(|ids| ids.len()),
-            _ => None,
-        }
-    }
 }

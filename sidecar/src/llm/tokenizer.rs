@@ -46,7 +46,6 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Each id's bytes when decoded as text; special tokens have none (they are not text).
     bytes: Vec<Vec<u8>>,
-    special: Vec<bool>,
     pub bos: Option<u32>,
     pub eos: u32,
     /// Whether prompts start with `bos`.
@@ -125,15 +124,10 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             bytes,
-            special,
             bos: id("tokenizer.ggml.bos_token_id")?,
             eos,
             add_bos,
         })
-    }
-
-    pub fn vocab_size(&self) -> usize {
-        self.bytes.len()
     }
 
     /// The ids of `text`. Special tokens written in it (`<|im_start|>`) become their ids, as a
@@ -154,10 +148,6 @@ impl Tokenizer {
         let mut out: String = ids.iter().map(|&id| d.push(self, id)).collect();
         out.push_str(&d.finish());
         out
-    }
-
-    pub fn is_special(&self, id: u32) -> bool {
-        self.special.get(id as usize).copied().unwrap_or(true)
     }
 
     /// The bytes `id` stands for; none for special or unknown ids.

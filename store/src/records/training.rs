@@ -149,6 +149,15 @@ impl TrainJob {
         }
     }
 
+    /// Since when the job has waited for a worker, epoch ms: a job whose holder died waited
+    /// from when its lease ran out.
+    pub fn waiting_since(&self) -> i64 {
+        match self.status {
+            JobStatus::Running => self.lease_until_ms,
+            _ => self.waiting_since_ms,
+        }
+    }
+
     pub fn held_by(&self, worker: &str, now_ms: i64) -> bool {
         self.status == JobStatus::Running
             && self.lease_owner.as_deref() == Some(worker)
@@ -177,11 +186,7 @@ impl SgtRepo {
         let items = self.table.query(&Query::gsi1(JOB_INDEX, "")).await?;
         let jobs: Vec<TrainJob> = items.into_iter().map(from_item).collect::<StoreResult<_>>()?;
         let mut claimable: Vec<TrainJob> = jobs.into_iter().filter(|j| j.is_claimable(now)).collect();
-        // A job whose holder died waited from when its lease ran out.
-        claimable.sort_by_key(|j| match j.status {
-            JobStatus::Running => j.lease_until_ms,
-            _ => j.waiting_since_ms,
-        });
+        claimable.sort_by_key(TrainJob::waiting_since);
         Ok(claimable)
     }
 
@@ -189,13 +194,11 @@ impl SgtRepo {
     /// enough that an idle worker would have claimed it if there were one.
     pub async fn others_waiting(&self, own: &TrainJob, grace_ms: i64) -> StoreResult<bool> {
         let since = crate::now_millis() - grace_ms;
-        Ok(self.claimable_jobs().await?.iter().any(|j| {
-            j.model_id != own.model_id
-                && match j.status {
-                    JobStatus::Running => j.lease_until_ms <= since,
-                    _ => j.waiting_since_ms <= since,
-                }
-        }))
+        Ok(self
+            .claimable_jobs()
+            .await?
+            .iter()
+            .any(|j| j.model_id != own.model_id && j.waiting_since() <= since))
     }
 
     /// Hands a held job back to the queue after its turn, keeping its progress: the model's
