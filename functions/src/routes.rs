@@ -400,6 +400,13 @@ pub static ROUTES: &[Route] = &[
         "inference:create",
         openai::completions::create
     ),
+    openai!(
+        "openai-embeddings",
+        post,
+        "/v1/embeddings",
+        "inference:create",
+        openai::embeddings::create
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Route> {

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod cache;
+pub mod embed;
 pub mod ensemble;
 pub mod llm;
 pub mod server;

@@ -14,7 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use maas_sidecar_client::llm::{GenerateError, GenerateRequest, LlmModelInfo};
+use maas_sidecar_client::llm::{EmbedRequest, Embeddings, GenerateError, GenerateRequest, LlmModelInfo};
 use maas_sidecar_client::wire::{decode_run, encode_f32, event_line};
 use maas_sidecar_client::{Compute, EventStream, ModelRef, SidecarError, SECRET_HEADER};
 use maas_store::Blobs;
@@ -51,6 +51,8 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
 
 /// Largest generate request: a prompt or conversation of a few megabytes.
 const MAX_GENERATE_BYTES: usize = 8 << 20;
+/// An embed request: up to 2,048 inputs, within the API's own body limit.
+const MAX_EMBED_BYTES: usize = 8 << 20;
 
 /// Serves the sidecar's routes. Heads must arrive within `head_timeout`: the secret is checked
 /// only once a head is whole, so without a deadline anyone who can reach the port could hold
@@ -87,6 +89,7 @@ async fn route(req: Request<Incoming>, state: &ServerState) -> Reply {
         _ if !authorised(&req, &state.secret) => reply(StatusCode::UNAUTHORIZED, "bad sidecar secret"),
         ("POST", "/v1/sgt/run") => run(req, state).await,
         ("POST", "/v1/llm/generate") => generate(req, state).await,
+        ("POST", "/v1/llm/embed") => embed(req, state).await,
         ("GET", "/v1/llm/models") => match serde_json::to_vec(&state.llm.models()) {
             Ok(body) => reply(StatusCode::OK, body),
             Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "cannot list models"),
@@ -185,17 +188,36 @@ async fn generate(req: Request<Incoming>, state: &ServerState) -> Reply {
             );
             r
         }
-        Err(e) => {
-            let status = match e {
-                GenerateError::UnknownModel { .. } => StatusCode::NOT_FOUND,
-                GenerateError::Loading => StatusCode::SERVICE_UNAVAILABLE,
-                GenerateError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-                GenerateError::ContextTooLong { .. } | GenerateError::BadPrompt { .. } => StatusCode::BAD_REQUEST,
-                GenerateError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            reply(status, serde_json::to_vec(&e).unwrap_or_default())
-        }
+        Err(e) => refused(&e),
     }
+}
+
+/// Embeds a JSON [`EmbedRequest`]; answers the [`Embeddings`], or a refusal as `generate` does.
+async fn embed(req: Request<Incoming>, state: &ServerState) -> Reply {
+    let body = match Limited::new(req.into_body(), MAX_EMBED_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "embed request too large"),
+    };
+    let request: EmbedRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match state.embed(request).await {
+        Ok(e) => reply(StatusCode::OK, serde_json::to_vec(&e).unwrap_or_default()),
+        Err(e) => refused(&e),
+    }
+}
+
+/// A refusal's status, with the [`GenerateError`] as JSON for the client to rebuild.
+fn refused(e: &GenerateError) -> Reply {
+    let status = match e {
+        GenerateError::UnknownModel { .. } => StatusCode::NOT_FOUND,
+        GenerateError::Loading => StatusCode::SERVICE_UNAVAILABLE,
+        GenerateError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+        GenerateError::ContextTooLong { .. } | GenerateError::BadPrompt { .. } => StatusCode::BAD_REQUEST,
+        GenerateError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    reply(status, serde_json::to_vec(e).unwrap_or_default())
 }
 
 /// `maas`'s in-process calls: the same queue, cache and compute slots as HTTP requests.
@@ -222,6 +244,10 @@ impl Compute for ServerState {
 
     async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError> {
         Ok(self.llm.models())
+    }
+
+    async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
+        self.llm.embed_all(req).await
     }
 }
 

@@ -41,7 +41,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
     let mut sidecar_config = SidecarConfig::new("events-secret");
     sidecar_config.models_dir = Some(crate::openai::models_dir());
     let sidecar = Sidecar::start(&stores, Some(listener), sidecar_config).await.unwrap();
-    crate::openai::wait_for_model(&sidecar.compute.llm).await;
+    crate::openai::wait_for_models(&sidecar.compute.llm).await;
     // The OAuth sample signs in through a provider served here, with the event's code.
     let provider = crate::oauth_provider::FakeProvider::start().await;
     provider.code_named(
@@ -96,7 +96,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
         if name.starts_with("openai-") {
             assert_eq!(status, 200, "{name}: {value}");
             let object = match name {
-                "openai-models-list" => "list",
+                "openai-models-list" | "openai-embeddings" => "list",
                 "openai-models-get" => "model",
                 "openai-chat-completions" => "chat.completion",
                 _ => "text_completion",

@@ -21,7 +21,11 @@ on_both_backends!(
     completions_continue_a_prompt_whole_and_streamed,
     n_seeded_choices_differ_from_each_other_and_repeat,
     bad_requests_get_openai_errors_that_name_the_parameter,
+    embeddings_equal_sentence_transformers_as_floats_and_as_base64_and_count_tokens,
+    bad_embedding_requests_get_openai_errors_that_name_the_parameter,
 );
+
+pub const EMBEDDER: &str = "all-minilm-l6-v2";
 
 pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("MAAS_MODELS_DIR")
@@ -35,15 +39,14 @@ pub fn models_dir() -> PathBuf {
     dir
 }
 
-pub async fn wait_for_model(llm: &LlmService) {
+/// Waits until both built-in models are ready.
+pub async fn wait_for_models(llm: &LlmService) {
     let start = Instant::now();
-    while llm.status(MODEL) != Some(ModelStatus::Ready) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{MODEL}: {:?}",
-            llm.status(MODEL)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for id in [MODEL, EMBEDDER] {
+        while llm.status(id) != Some(ModelStatus::Ready) {
+            assert!(start.elapsed() < Duration::from_secs(60), "{id}: {:?}", llm.status(id));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -56,12 +59,13 @@ async fn llm_app(b: Backend) -> (TestApp, String) {
     loop {
         let (s, v, _) = app.call(Method::GET, "/v1/models", Some(&token), None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        if v["data"].as_array().unwrap().iter().any(|m| m["id"] == MODEL) {
+        let listed = |id: &str| v["data"].as_array().unwrap().iter().any(|m| m["id"] == id);
+        if listed(MODEL) && listed(EMBEDDER) {
             return (app, token);
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "the model never became ready"
+            "the models never became ready"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -417,6 +421,172 @@ async fn bad_requests_get_openai_errors_that_name_the_parameter(b: Backend) {
             "/v1/chat/completions",
             Some("mk_nope.nope"),
             Some(france(json!({}))),
+        )
+        .await;
+    openai_error(s, &v, StatusCode::UNAUTHORIZED);
+}
+
+/// sentence-transformers' vectors for a few texts, from the sidecar's committed fixture.
+fn reference_embeddings() -> Vec<(String, usize, Vec<f32>)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sidecar/tests/fixtures/minilm_reference.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let vector = c["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            (
+                c["text"].as_str().unwrap().to_string(),
+                c["ids"].as_array().unwrap().len(),
+                vector,
+            )
+        })
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+async fn embeddings_equal_sentence_transformers_as_floats_and_as_base64_and_count_tokens(b: Backend) {
+    use base64::Engine as _;
+    let (app, token) = llm_app(b).await;
+    let reference = reference_embeddings();
+    let texts: Vec<&str> = reference.iter().map(|r| r.0.as_str()).collect();
+    let body = json!({"model": EMBEDDER, "input": texts});
+    let (s, v, _) = app.call(Method::POST, "/v1/embeddings", Some(&token), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((&v["object"], &v["model"]), (&json!("list"), &json!(EMBEDDER)));
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), reference.len());
+    for (i, (item, (text, _, want))) in data.iter().zip(&reference).enumerate() {
+        assert_eq!((&item["object"], &item["index"]), (&json!("embedding"), &json!(i)));
+        let got = floats(&item["embedding"]);
+        let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{text:?}: {diff}");
+    }
+    // Tokens counted after truncation: the long text counts the model's 256.
+    let tokens: usize = reference.iter().map(|r| r.1).sum();
+    assert_eq!(v["usage"], json!({"prompt_tokens": tokens, "total_tokens": tokens}));
+
+    let body = json!({"model": EMBEDDER, "input": texts[1], "encoding_format": "base64"});
+    let (s, b64, _) = app.call(Method::POST, "/v1/embeddings", Some(&token), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{b64}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(decoded, floats(&data[1]["embedding"]), "base64 carries the same floats");
+
+    // Close meanings are closer than unrelated ones.
+    let body = json!({"model": EMBEDDER, "input": ["A man plays the guitar.", "Someone is playing music on a guitar.", "The stock market fell today."]});
+    let (_, v, _) = app.call(Method::POST, "/v1/embeddings", Some(&token), Some(body)).await;
+    let e: Vec<Vec<f32>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| floats(&d["embedding"]))
+        .collect();
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(
+        cos(&e[0], &e[1]) > cos(&e[0], &e[2]) + 0.3,
+        "{} vs {}",
+        cos(&e[0], &e[1]),
+        cos(&e[0], &e[2])
+    );
+}
+
+async fn bad_embedding_requests_get_openai_errors_that_name_the_parameter(b: Backend) {
+    let (app, token) = llm_app(b).await;
+    let cases = [
+        (json!({"model": EMBEDDER}), StatusCode::BAD_REQUEST, "input"),
+        (json!({"input": "hi"}), StatusCode::BAD_REQUEST, "model"),
+        (
+            json!({"model": EMBEDDER, "input": []}),
+            StatusCode::BAD_REQUEST,
+            "input",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": ""}),
+            StatusCode::BAD_REQUEST,
+            "input",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": ["a", 7]}),
+            StatusCode::BAD_REQUEST,
+            "input[1]",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": [[1, 2, 3]]}),
+            StatusCode::BAD_REQUEST,
+            "input[0]",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": vec!["x"; 2049]}),
+            StatusCode::BAD_REQUEST,
+            "input",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": "hi", "encoding_format": "int8"}),
+            StatusCode::BAD_REQUEST,
+            "encoding_format",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": "hi", "dimensions": 128}),
+            StatusCode::BAD_REQUEST,
+            "dimensions",
+        ),
+        (
+            json!({"model": EMBEDDER, "input": "hi", "dimensions": "big"}),
+            StatusCode::BAD_REQUEST,
+            "dimensions",
+        ),
+        (json!({"model": MODEL, "input": "hi"}), StatusCode::BAD_REQUEST, "model"),
+        (
+            json!({"model": "text-embedding-3-small", "input": "hi"}),
+            StatusCode::NOT_FOUND,
+            "model",
+        ),
+    ];
+    for (body, status, param) in cases {
+        let (s, v, _) = app
+            .call(Method::POST, "/v1/embeddings", Some(&token), Some(body.clone()))
+            .await;
+        let e = openai_error(s, &v, status);
+        assert_eq!(e["param"], param, "{body}: {v}");
+    }
+    // The right dimensions are accepted; an embedding model cannot chat.
+    let body = json!({"model": EMBEDDER, "input": "hi", "dimensions": 384});
+    let (s, v, _) = app.call(Method::POST, "/v1/embeddings", Some(&token), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let body = json!({"model": EMBEDDER, "messages": [{"role": "user", "content": "hi"}]});
+    let (s, v, _) = app
+        .call(Method::POST, "/v1/chat/completions", Some(&token), Some(body))
+        .await;
+    openai_error(s, &v, StatusCode::BAD_REQUEST);
+    // Over the body limit.
+    let body = json!({"model": EMBEDDER, "input": "word ".repeat(300_000)});
+    let (s, v, _) = app.call(Method::POST, "/v1/embeddings", Some(&token), Some(body)).await;
+    openai_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, v, _) = app
+        .call(
+            Method::POST,
+            "/v1/embeddings",
+            None,
+            Some(json!({"model": EMBEDDER, "input": "hi"})),
         )
         .await;
     openai_error(s, &v, StatusCode::UNAUTHORIZED);

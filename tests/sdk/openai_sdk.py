@@ -10,6 +10,7 @@ import openai
 
 URL = os.environ["MAAS_URL"]
 MODEL = "smollm2-135m-instruct"
+EMBEDDER = "all-minilm-l6-v2"
 
 
 def api(path, body, token=None):
@@ -41,7 +42,8 @@ def check(name):
 
 def wait_for_model():
     for _ in range(300):
-        if any(m.id == MODEL for m in client.models.list()):
+        ids = {m.id for m in client.models.list()}
+        if MODEL in ids and EMBEDDER in ids:
             return
         time.sleep(0.2)
     raise AssertionError("the model never became ready")
@@ -97,6 +99,23 @@ def _():
     assert s == r.choices[0].text, (s, r.choices[0].text)
 
 
+@check("embeddings: base64 by default, floats on request, the same vectors")
+def _():
+    texts = ["A man plays the guitar.", "Someone is playing music on a guitar.", "The stock market fell today."]
+    # The SDK asks for base64 unless told otherwise and decodes it itself.
+    r = client.embeddings.create(model=EMBEDDER, input=texts)
+    assert [d.index for d in r.data] == [0, 1, 2] and len(r.data[0].embedding) == 384, r
+    f = client.embeddings.create(model=EMBEDDER, input=texts, encoding_format="float")
+    for a, b in zip(r.data, f.data):
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6
+    e = [d.embedding for d in f.data]
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+    assert cos(e[0], e[1]) > cos(e[0], e[2]) + 0.3, (cos(e[0], e[1]), cos(e[0], e[2]))
+    assert r.usage.prompt_tokens == r.usage.total_tokens > 0, r.usage
+    one = client.embeddings.create(model=EMBEDDER, input="hello")
+    assert len(one.data) == 1
+
+
 def expect(exc, f):
     try:
         f()
@@ -119,6 +138,10 @@ def _():
     e = expect(openai.BadRequestError, lambda: client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "word " * 9000}]))
     assert e.code == "context_length_exceeded" and "8192" in e.message, e
+    e = expect(openai.BadRequestError, lambda: client.embeddings.create(model=EMBEDDER, input=[]))
+    assert e.param == "input", e
+    e = expect(openai.BadRequestError, lambda: client.embeddings.create(model=MODEL, input="hi"))
+    assert e.param == "model", e
     bad = openai.OpenAI(base_url=URL + "/v1", api_key="mk_nope.nope", max_retries=0)
     expect(openai.AuthenticationError, lambda: bad.models.list())
 

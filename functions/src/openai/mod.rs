@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod models;
 pub mod params;

@@ -18,20 +18,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
     type Rejection = OpenAiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|_| {
-            OpenAiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!("The request body is over {} bytes.", super::BODY_LIMIT),
-            )
-        })?;
-        let doc: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| OpenAiError::invalid("", format!("We could not parse the JSON body of your request: {e}")))?;
-        if !doc.is_object() {
-            return Err(OpenAiError::invalid("", "The request body must be a JSON object."));
-        }
+        let doc = object(req, state).await?;
         Ok(OpenAiJson(read(doc.clone())?, read(doc)?))
     }
+}
+
+/// A JSON body read as `T` alone, for requests that generate nothing.
+pub struct OpenAiBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiBody<T> {
+    type Rejection = OpenAiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
+        Ok(OpenAiBody(read(object(req, state).await?)?))
+    }
+}
+
+/// The body as a JSON object, within the size limit.
+async fn object<S: Send + Sync>(req: Request, state: &S) -> Result<serde_json::Value, OpenAiError> {
+    let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|_| {
+        OpenAiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The request body is over {} bytes.", super::BODY_LIMIT),
+        )
+    })?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| OpenAiError::invalid("", format!("We could not parse the JSON body of your request: {e}")))?;
+    if !doc.is_object() {
+        return Err(OpenAiError::invalid("", "The request body must be a JSON object."));
+    }
+    Ok(doc)
 }
 
 fn read<T: DeserializeOwned>(doc: serde_json::Value) -> Result<T, OpenAiError> {

@@ -12,7 +12,7 @@ use thiserror::Error;
 pub use wire::{CheckpointRef, ModelRef, RunHeader, MODEL_TYPES, SECRET_HEADER};
 
 use futures::stream::BoxStream;
-use llm::{GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo};
+use llm::{EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo};
 
 /// A generation's events, in order, ending with `Done` or `Failed`. Dropping it cancels the
 /// generation.
@@ -42,8 +42,10 @@ pub trait Compute: Send + Sync + 'static {
     async fn run(&self, model: &ModelRef, rows: &[f32]) -> Result<Vec<f32>, SidecarError>;
     /// Starts a generation on a language model.
     async fn generate(&self, req: GenerateRequest) -> Result<EventStream, GenerateError>;
-    /// The language models ready to serve.
+    /// The language and embedding models ready to serve.
     async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError>;
+    /// Embeds texts with an embedding model.
+    async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError>;
 }
 
 /// A client for one sidecar, cheap to clone.
@@ -132,15 +134,20 @@ impl SidecarClient {
             Transport::InProcess(c) => c.llm_models().await,
         }
     }
+
+    /// Embeds texts; see [`Compute::embed`].
+    pub async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
+        match &self.transport {
+            Transport::Http(h) => h.embed(req).await,
+            Transport::InProcess(c) => c.embed(req).await,
+        }
+    }
 }
 
 impl HttpSidecar {
     /// `POST /v1/llm/generate`: JSON in, one JSON event a line out, as they happen. A refusal
     /// is a non-200 answer whose body is the [`GenerateError`].
     async fn generate(&self, req: GenerateRequest) -> Result<EventStream, GenerateError> {
-        let down = |e: reqwest::Error| GenerateError::Internal {
-            message: format!("sidecar unavailable: {e}"),
-        };
         let res = self
             .http
             .post(format!("{}/v1/llm/generate", self.base))
@@ -149,15 +156,25 @@ impl HttpSidecar {
             .timeout(Duration::from_secs(3600))
             .send()
             .await
-            .map_err(down)?;
-        if !res.status().is_success() {
-            let status = res.status();
-            let body = res.bytes().await.map_err(down)?;
-            return Err(serde_json::from_slice(&body).unwrap_or(GenerateError::Internal {
-                message: format!("sidecar answered {status}"),
-            }));
-        }
+            .map_err(sidecar_down)?;
+        let res = refusal(res).await?;
         Ok(wire::event_lines(res.bytes_stream()))
+    }
+
+    /// `POST /v1/llm/embed`: JSON in, JSON out; a refusal as for `generate`.
+    async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
+        let res = self
+            .http
+            .post(format!("{}/v1/llm/embed", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .json(&req)
+            .send()
+            .await
+            .map_err(sidecar_down)?;
+        let body = refusal(res).await?.bytes().await.map_err(sidecar_down)?;
+        serde_json::from_slice(&body).map_err(|e| GenerateError::Internal {
+            message: format!("sidecar answered garbled embeddings: {e}"),
+        })
     }
 
     async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError> {
@@ -203,6 +220,24 @@ impl HttpSidecar {
         let bytes = check(res).await?;
         wire::decode_f32(&bytes).map_err(SidecarError::Unavailable)
     }
+}
+
+fn sidecar_down(e: reqwest::Error) -> GenerateError {
+    GenerateError::Internal {
+        message: format!("sidecar unavailable: {e}"),
+    }
+}
+
+/// A generate or embed answer that is not 200 carries the [`GenerateError`] as JSON.
+async fn refusal(res: reqwest::Response) -> Result<reqwest::Response, GenerateError> {
+    if res.status().is_success() {
+        return Ok(res);
+    }
+    let status = res.status();
+    let body = res.bytes().await.map_err(sidecar_down)?;
+    Err(serde_json::from_slice(&body).unwrap_or(GenerateError::Internal {
+        message: format!("sidecar answered {status}"),
+    }))
 }
 
 fn unavailable(e: reqwest::Error) -> SidecarError {

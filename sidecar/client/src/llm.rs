@@ -1,4 +1,4 @@
-//! What the API asks of the language-model engine and what it hears back: plain Rust types
+//! What the API asks of the language and embedding models and what it hears back: plain Rust types
 //! (serde for the HTTP hop), with no OpenAI or seed shapes; those live at the API's edge.
 
 use serde::{Deserialize, Serialize};
@@ -149,4 +149,26 @@ pub struct LlmModelInfo {
     pub kind: String,
     pub context: u32,
     pub created: i64,
+    /// An embedding model's vector length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+}
+
+/// Texts to embed with one model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbedRequest {
+    pub model: String,
+    pub inputs: Vec<String>,
+    /// Who asked.
+    pub user: String,
+}
+
+/// One vector per input, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens embedded, after truncation.
+    pub prompt_tokens: u32,
+    /// Inputs cut at the model's maximum length.
+    pub truncated: u32,
 }

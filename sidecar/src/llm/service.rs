@@ -1,12 +1,16 @@
-//! The language models one sidecar serves: found in a models folder, loaded in the background
-//! (`loading`, then `ready` or `failed`), and asked for by id.
+//! The models one sidecar serves, language and embedding: found in a models folder, loaded in
+//! the background (`loading`, then `ready` or `failed`), and asked for by id.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use maas_sidecar_client::llm::{GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, Prompt};
+use maas_sidecar_client::llm::{
+    EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, Prompt,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::embed::{EmbedConfig, EmbedEngine, EmbedModel};
 
 use super::engine::{Engine, EngineConfig};
 use super::template::{ChatTemplate, Message};
@@ -27,48 +31,83 @@ enum Slot {
 }
 
 struct Served {
-    engine: Engine,
-    template: Option<ChatTemplate>,
+    kind: Kind,
     info: LlmModelInfo,
+}
+
+enum Kind {
+    Chat {
+        engine: Engine,
+        template: Option<ChatTemplate>,
+    },
+    Embed(Box<EmbedEngine>),
+}
+
+/// What a model folder holds.
+enum Source {
+    Gguf(PathBuf),
+    Embedder(PathBuf),
 }
 
 pub struct LlmService {
     slots: RwLock<BTreeMap<String, Slot>>,
     cfg: EngineConfig,
+    embed_cfg: EmbedConfig,
 }
 
 impl LlmService {
     pub fn new(cfg: EngineConfig) -> Arc<LlmService> {
+        let embed_cfg = EmbedConfig {
+            threads: cfg.threads,
+            ..EmbedConfig::default()
+        };
         Arc::new(LlmService {
             slots: RwLock::new(BTreeMap::new()),
             cfg,
+            embed_cfg,
         })
     }
 
-    /// Starts loading every `<id>/model.gguf` under `dir`, each on its own thread.
+    /// Starts loading every model under `dir`, each on its own thread: `<id>/model.gguf` is a
+    /// language model, `<id>/` with a BERT `config.json` an embedding model.
     pub fn load_dir(self: &Arc<Self>, dir: &Path) {
         let Ok(entries) = std::fs::read_dir(dir) else {
-            tracing::warn!(dir = %dir.display(), "no models folder; serving no language model");
+            tracing::warn!(dir = %dir.display(), "no models folder; serving no model");
             return;
         };
         for entry in entries.flatten() {
-            let path = entry.path().join("model.gguf");
-            if path.is_file() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                self.load(id, path);
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let gguf = entry.path().join("model.gguf");
+            if gguf.is_file() {
+                self.start(id, Source::Gguf(gguf));
+            } else if crate::embed::is_embedding_model(&entry.path()) {
+                self.start(id, Source::Embedder(entry.path()));
             }
         }
     }
 
     /// Loads a GGUF file as model `id`, in the background.
     pub fn load(self: &Arc<Self>, id: String, path: PathBuf) {
+        self.start(id, Source::Gguf(path));
+    }
+
+    /// Loads a sentence-transformers folder as embedding model `id`, in the background.
+    pub fn load_embedder(self: &Arc<Self>, id: String, dir: PathBuf) {
+        self.start(id, Source::Embedder(dir));
+    }
+
+    fn start(self: &Arc<Self>, id: String, source: Source) {
         self.slots
             .write()
             .expect("slots lock")
             .insert(id.clone(), Slot::Loading);
         let this = self.clone();
         std::thread::spawn(move || {
-            let slot = match this.open(&id, &path) {
+            let opened = match &source {
+                Source::Gguf(path) => this.open(&id, path),
+                Source::Embedder(dir) => this.open_embedder(&id, dir),
+            };
+            let slot = match opened {
                 Ok(served) => {
                     tracing::info!(model = %id, "model ready");
                     Slot::Ready(Arc::new(served))
@@ -98,15 +137,29 @@ impl LlmService {
             id: id.to_string(),
             kind: "chat".into(),
             context: model.model.cfg.context as u32,
-            created: std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs() as i64),
+            created: modified(path),
+            dimensions: None,
         };
         Ok(Served {
-            engine: Engine::start(model, self.cfg.clone())?,
-            template,
+            kind: Kind::Chat {
+                engine: Engine::start(model, self.cfg.clone())?,
+                template,
+            },
+            info,
+        })
+    }
+
+    fn open_embedder(&self, id: &str, dir: &Path) -> anyhow::Result<Served> {
+        let model = Arc::new(EmbedModel::load(dir, &candle_core::Device::Cpu)?);
+        let info = LlmModelInfo {
+            id: id.to_string(),
+            kind: "embedding".into(),
+            context: model.max_tokens as u32,
+            created: modified(&dir.join("model.safetensors")),
+            dimensions: Some(model.dimensions() as u32),
+        };
+        Ok(Served {
+            kind: Kind::Embed(Box::new(EmbedEngine::start(model, self.embed_cfg.clone())?)),
             info,
         })
     }
@@ -132,17 +185,26 @@ impl LlmService {
             .collect()
     }
 
+    fn served(&self, model: &str) -> Result<Arc<Served>, GenerateError> {
+        match self.slots.read().expect("slots lock").get(model) {
+            Some(Slot::Ready(m)) => Ok(m.clone()),
+            Some(Slot::Loading) => Err(GenerateError::Loading),
+            Some(Slot::Failed(_)) | None => Err(GenerateError::UnknownModel { model: model.into() }),
+        }
+    }
+
     /// Starts generating for `req`; events arrive on the receiver.
     pub fn generate(&self, req: GenerateRequest) -> Result<UnboundedReceiver<GenerateEvent>, GenerateError> {
-        let served = match self.slots.read().expect("slots lock").get(&req.model) {
-            Some(Slot::Ready(m)) => m.clone(),
-            Some(Slot::Loading) => return Err(GenerateError::Loading),
-            Some(Slot::Failed(_)) | None => return Err(GenerateError::UnknownModel { model: req.model }),
+        let served = self.served(&req.model)?;
+        let Kind::Chat { engine, template } = &served.kind else {
+            return Err(GenerateError::BadPrompt {
+                message: format!("the model {:?} is an embedding model; use embeddings", req.model),
+            });
         };
         let text = match req.prompt {
             Prompt::Text(t) => t,
             Prompt::Chat(messages) => {
-                let template = served.template.as_ref().ok_or_else(|| GenerateError::BadPrompt {
+                let template = template.as_ref().ok_or_else(|| GenerateError::BadPrompt {
                     message: format!("the model {:?} has no chat template; use completions", req.model),
                 })?;
                 let messages: Vec<Message> = messages
@@ -160,12 +222,65 @@ impl LlmService {
                 })?
             }
         };
-        let ids = served
-            .engine
+        let ids = engine
             .model
             .tokenizer
             .encode(&text)
             .map_err(|e| GenerateError::Internal { message: e.to_string() })?;
-        served.engine.submit(&req.user, ids, req.params)
+        engine.submit(&req.user, ids, req.params)
     }
+
+    /// Tokenizes `req`'s inputs and queues them; blocking (tokenizing), so async callers run
+    /// it off the runtime. The vectors come with the receiver.
+    pub fn embed(&self, req: EmbedRequest) -> Result<(PendingEmbeddings, u32, u32), GenerateError> {
+        let served = self.served(&req.model)?;
+        let Kind::Embed(engine) = &served.kind else {
+            return Err(GenerateError::BadPrompt {
+                message: format!("the model {:?} is not an embedding model", req.model),
+            });
+        };
+        let mut ids = Vec::with_capacity(req.inputs.len());
+        let (mut tokens, mut truncated) = (0u32, 0u32);
+        for text in &req.inputs {
+            let (input, cut) = engine
+                .model
+                .tokenize(text)
+                .map_err(|e| GenerateError::Internal { message: e.to_string() })?;
+            tokens += input.len() as u32;
+            truncated += cut as u32;
+            ids.push(input);
+        }
+        Ok((engine.submit(ids)?, tokens, truncated))
+    }
+
+    /// [`Self::embed`] to the end: waits for the vectors.
+    pub async fn embed_all(self: &Arc<Self>, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
+        let this = self.clone();
+        let (pending, prompt_tokens, truncated) = tokio::task::spawn_blocking(move || this.embed(req))
+            .await
+            .map_err(|e| GenerateError::Internal { message: e.to_string() })??;
+        let vectors = pending
+            .await
+            .map_err(|_| GenerateError::Internal {
+                message: "the embedding engine stopped".into(),
+            })?
+            .map_err(|message| GenerateError::Internal { message })?;
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+            truncated,
+        })
+    }
+}
+
+/// Vectors on their way from an embedding engine.
+pub type PendingEmbeddings = tokio::sync::oneshot::Receiver<crate::embed::engine::Vectors>;
+
+/// A file's modification time in Unix seconds: a model's `created`.
+fn modified(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
 }
