@@ -35,12 +35,14 @@ struct Served {
     info: LlmModelInfo,
 }
 
+// One per served model, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Chat {
         engine: Engine,
         template: Option<ChatTemplate>,
     },
-    Embed(Box<EmbedEngine>),
+    Embed(EmbedEngine),
 }
 
 /// What a model folder holds.
@@ -159,7 +161,7 @@ impl LlmService {
             dimensions: Some(model.dimensions() as u32),
         };
         Ok(Served {
-            kind: Kind::Embed(Box::new(EmbedEngine::start(model, self.embed_cfg.clone())?)),
+            kind: Kind::Embed(EmbedEngine::start(model, self.embed_cfg.clone())?),
             info,
         })
     }
