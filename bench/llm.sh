@@ -14,5 +14,7 @@ if ! "$venv/bin/python" -c 'import llama_cpp, numpy' 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check llama-cpp-python==0.3.36 numpy==2.4.6
 fi
 cargo build --release -p maas-sidecar --example llm_bench >&2
-MAAS_LLM_THREADS="$threads" target/release/examples/llm_bench "$models"
+# Kernels single-threaded as `maas` runs them (see `single_threaded_kernels`); the engine splits
+# the work across its own threads.
+RAYON_NUM_THREADS=1 MAAS_LLM_THREADS="$threads" target/release/examples/llm_bench "$models"
 "$venv/bin/python" bench/llm_baseline.py "$models/smollm2-135m-instruct/model.gguf" "$threads"

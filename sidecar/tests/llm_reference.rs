@@ -66,7 +66,7 @@ fn loaded(repack: Repack) -> &'static LoadedModel {
         Repack::F32 => 2,
         Repack::Mixed => 3,
     }];
-    cell.get_or_init(|| LoadedModel::gguf(&gguf(), &Device::Cpu, repack).expect("model loads"))
+    cell.get_or_init(|| LoadedModel::gguf(&gguf(), &Device::Cpu, repack, 2).expect("model loads"))
 }
 
 #[test]
@@ -216,4 +216,34 @@ fn sequences_batched_together_give_exactly_their_solo_answers() {
     ];
     let prompts: Vec<Vec<u32>> = texts.iter().map(|t| m.tokenizer.encode(t).unwrap()).collect();
     assert_eq!(greedy(&prompts, 10, true), greedy(&prompts, 10, false));
+}
+
+/// Logits for a prompt (prefill, dense rows) and then one generated token (quantized rows).
+fn prompt_then_token(m: &LoadedModel, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let mut cache = SeqCache::new(&m.model.cfg);
+    let mut step = |tokens: &[u32], prompt: bool| {
+        let logits = m
+            .model
+            .forward(
+                &mut [SeqStep {
+                    tokens,
+                    cache: &mut cache,
+                    prompt,
+                }],
+                false,
+            )
+            .unwrap();
+        model::row(&logits, 0).unwrap()
+    };
+    (step(ids, true), step(&[ids[0]], false))
+}
+
+#[test]
+fn splitting_the_matmuls_across_threads_changes_no_logit() {
+    let one = LoadedModel::gguf(&gguf(), &Device::Cpu, Repack::Mixed, 1).unwrap();
+    let three = LoadedModel::gguf(&gguf(), &Device::Cpu, Repack::Mixed, 3).unwrap();
+    let ids = &reference().logits[0].ids;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let split = pool.install(|| prompt_then_token(&three, ids));
+    assert_eq!(prompt_then_token(&one, ids), split);
 }

@@ -69,8 +69,14 @@ impl LlamaConfig {
 
 /// A matmul weight: quantized for generated tokens and, with [`Repack::Mixed`], also dense f32
 /// for prompt tokens, whose many rows a dense GEMM computes far faster.
+///
+/// The kernels run single-threaded (candle's quantized matmul always does; its GEMM does in the
+/// sidecar, see `single_threaded_kernels`), so the work is split across the engine's threads
+/// here: the quantized weight into parts by output rows, each part one thread's; the prompt
+/// rows into one block per thread. Every output element is computed by the same kernel over the
+/// same weights in the same order either way, so the split changes no result.
 struct Linear {
-    quant: QMatMul,
+    quant: Vec<QMatMul>,
     dense: Option<Tensor>,
 }
 
@@ -79,16 +85,47 @@ impl Linear {
     /// the same path whatever else is in the batch, so batching never changes a result.
     fn forward(&self, x: &Tensor, prompt_rows: usize) -> candle_core::Result<Tensor> {
         let Some(w) = self.dense.as_ref().filter(|_| prompt_rows > 0) else {
-            return self.quant.forward(x);
+            return self.quantized(x);
         };
         let total = x.dim(0)?;
-        let dense = x.narrow(0, 0, prompt_rows)?.matmul(&w.t()?)?;
+        let dense = dense_rows(&x.narrow(0, 0, prompt_rows)?, w)?;
         if prompt_rows == total {
             return Ok(dense);
         }
-        let generated = self.quant.forward(&x.narrow(0, prompt_rows, total - prompt_rows)?)?;
+        let generated = self.quantized(&x.narrow(0, prompt_rows, total - prompt_rows)?)?;
         Tensor::cat(&[dense, generated], 0)
     }
+
+    /// `x @ Wᵀ` through the quantized parts, in parallel.
+    fn quantized(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use rayon::prelude::*;
+        if let [one] = self.quant.as_slice() {
+            return one.forward(x);
+        }
+        let parts = self
+            .quant
+            .par_iter()
+            .map(|q| q.forward(x))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 1)
+    }
+}
+
+/// `x @ wᵀ` as dense GEMMs over blocks of `x`'s rows, one block per thread.
+fn dense_rows(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let rows = x.dim(0)?;
+    let per = rows.div_ceil(rayon::current_num_threads()).max(1);
+    if per >= rows {
+        return x.matmul(&w.t()?);
+    }
+    let blocks = (0..rows)
+        .step_by(per)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| x.narrow(0, start, per.min(rows - start))?.matmul(&w.t()?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&blocks, 0)
 }
 
 struct Layer {
@@ -108,7 +145,7 @@ pub struct Llama {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     /// `[context, head_dim / 2]` rotary tables.
     cos: Tensor,
     sin: Tensor,
@@ -161,6 +198,7 @@ impl Llama {
         reader: &mut R,
         device: &Device,
         repack: Repack,
+        threads: usize,
     ) -> Result<Llama> {
         let cfg = LlamaConfig::from_gguf(ct)?;
         let mut file = Tensors {
@@ -168,6 +206,7 @@ impl Llama {
             reader,
             device,
             repack,
+            parts: threads.max(1),
         };
         let embed = Arc::new(file.tensor("token_embd.weight")?);
         let mut layers = Vec::with_capacity(cfg.layers);
@@ -187,9 +226,12 @@ impl Llama {
         }
         let norm = file.dense("output_norm.weight")?;
         // Models with tied embeddings have no output.weight: the embedding is the head.
-        let lm_head = match ct.tensor_infos.contains_key("output.weight") {
-            true => file.matmul("output.weight")?,
-            false => QMatMul::from_arc(embed.clone())?,
+        let lm_head = Linear {
+            quant: match ct.tensor_infos.contains_key("output.weight") {
+                true => file.matmul("output.weight")?,
+                false => split_rows(&embed, file.parts)?,
+            },
+            dense: None,
         };
         let (cos, sin) = rotary_tables(&cfg, device)?;
         Ok(Llama {
@@ -265,7 +307,7 @@ impl Llama {
             .collect();
         let x = x.index_select(&Tensor::new(rows, &self.device)?, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?;
-        Ok(self.lm_head.forward(&x)?)
+        Ok(self.lm_head.quantized(&x)?)
     }
 
     /// Self-attention of layer `i` for the packed hidden states `h` (`[total, hidden]`).
@@ -332,6 +374,8 @@ struct Tensors<'a, R> {
     reader: &'a mut R,
     device: &'a Device,
     repack: Repack,
+    /// Parts each quantized weight is split into: the engine's threads.
+    parts: usize,
 }
 
 impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
@@ -341,13 +385,13 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
             .with_context(|| format!("loading {name}"))
     }
 
-    /// A weight for the matmul kernels, in the forms `repack` asks for.
-    fn matmul(&mut self, name: &str) -> Result<QMatMul> {
+    /// A weight for the matmul kernels, in the form `repack` asks for, split by rows.
+    fn matmul(&mut self, name: &str) -> Result<Vec<QMatMul>> {
         let w = self.tensor(name)?;
         if self.repack == Repack::F32 {
-            return Ok(QMatMul::Tensor(w.dequantize(self.device)?));
+            return Ok(vec![QMatMul::Tensor(w.dequantize(self.device)?)]);
         }
-        Ok(QMatMul::from_qtensor(repacked(w, self.repack)?)?)
+        split_rows(&Arc::new(repacked(w, self.repack)?), self.parts)
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -360,7 +404,7 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
         let w = self.tensor(name)?;
         let dense = w.dequantize(self.device)?;
         Ok(Linear {
-            quant: QMatMul::from_qtensor(repacked(w, Repack::SlowToQ8_0)?)?,
+            quant: split_rows(&Arc::new(repacked(w, Repack::SlowToQ8_0)?), self.parts)?,
             dense: Some(dense),
         })
     }
@@ -391,6 +435,28 @@ fn rotary_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)>
         .reshape((cfg.context, 1))?;
     let angles = pos.broadcast_mul(&freqs)?;
     Ok((angles.cos()?, angles.sin()?))
+}
+
+/// `w` (`[rows, cols]`) as up to `parts` weights of consecutive rows: its blocks copied as they
+/// are, so each part computes exactly what the whole would for its rows.
+fn split_rows(w: &Arc<QTensor>, parts: usize) -> Result<Vec<QMatMul>> {
+    let (rows, cols) = w.shape().dims2()?;
+    let per = rows.div_ceil(parts.clamp(1, rows.max(1)));
+    if per >= rows {
+        return Ok(vec![QMatMul::from_arc(w.clone())?]);
+    }
+    let data = w.data()?;
+    let row_bytes = data.len() / rows;
+    (0..rows)
+        .step_by(per)
+        .map(|start| {
+            let n = per.min(rows - start);
+            let bytes = &data[start * row_bytes..(start + n) * row_bytes];
+            let part =
+                candle_core::quantized::ggml_file::qtensor_from_ggml(w.dtype(), bytes, vec![n, cols], &w.device())?;
+            Ok(QMatMul::from_qtensor(part)?)
+        })
+        .collect()
 }
 
 fn repacked(w: QTensor, repack: Repack) -> Result<QTensor> {

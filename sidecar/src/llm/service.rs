@@ -124,7 +124,12 @@ impl LlmService {
     }
 
     fn open(&self, id: &str, path: &Path) -> anyhow::Result<Served> {
-        let model = Arc::new(LoadedModel::gguf(path, &candle_core::Device::Cpu, self.cfg.weights)?);
+        let model = Arc::new(LoadedModel::gguf(
+            path,
+            &candle_core::Device::Cpu,
+            self.cfg.weights,
+            self.cfg.threads,
+        )?);
         let tok = &model.tokenizer;
         let name = |t: Option<u32>| t.map(|t| String::from_utf8_lossy(tok.token_bytes(t)).into_owned());
         let template = match &model.chat_template {

@@ -17,8 +17,8 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a GGUF file.
-    pub fn gguf(path: &Path, device: &Device, repack: Repack) -> Result<LoadedModel> {
+    /// Loads a GGUF file, its matmuls split for `threads`.
+    pub fn gguf(path: &Path, device: &Device, repack: Repack, threads: usize) -> Result<LoadedModel> {
         let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let ct = Content::read(&mut file).with_context(|| format!("reading GGUF header of {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(&ct)?;
@@ -26,7 +26,7 @@ impl LoadedModel {
             Some(t) => Some(t.to_string()?.clone()),
             None => None,
         };
-        let model = Llama::from_gguf(&ct, &mut file, device, repack)?;
+        let model = Llama::from_gguf(&ct, &mut file, device, repack, threads)?;
         Ok(LoadedModel {
             model,
             tokenizer,
