@@ -32,6 +32,16 @@ pub struct IdentityArgs {
     /// API calls per user per calendar month.
     #[arg(long, env = "MAAS_MONTHLY_CALLS", default_value_t = 100_000)]
     pub monthly_calls: i64,
+    /// Model tokens (prompt and generated) per user, COUNT/SECONDS: a call that finds the
+    /// window used up is refused; the call that crosses it finishes.
+    #[arg(long, env = "MAAS_RATE_INFERENCE_TOKENS", default_value = "200000/60")]
+    pub rate_inference_tokens: Limit,
+    /// Model tokens per user per calendar month.
+    #[arg(long, env = "MAAS_MONTHLY_TOKENS", default_value_t = 10_000_000)]
+    pub monthly_tokens: i64,
+    /// Days an inference call stays in its caller's history.
+    #[arg(long, env = "MAAS_HISTORY_DAYS", default_value_t = 30)]
+    pub history_days: u32,
     /// The first admin, created at start when missing. There is no default password.
     #[arg(long, env = "MAAS_ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,
@@ -58,6 +68,9 @@ impl Default for IdentityArgs {
             rate_other: limits.other,
             rate_ip: limits.ip,
             monthly_calls: limits.monthly_calls,
+            rate_inference_tokens: limits.inference_tokens,
+            monthly_tokens: limits.monthly_tokens,
+            history_days: 30,
             admin_username: "admin".into(),
             admin_email: None,
             admin_password: None,
@@ -75,6 +88,8 @@ impl IdentityArgs {
             other: self.rate_other,
             ip: self.rate_ip,
             monthly_calls: self.monthly_calls,
+            inference_tokens: self.rate_inference_tokens,
+            monthly_tokens: self.monthly_tokens,
             ..RateLimits::default()
         }
     }

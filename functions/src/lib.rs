@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod failures;
 pub mod http;
+pub mod inference;
 pub mod lambda;
 pub mod openai;
 pub mod routes;

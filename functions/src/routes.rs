@@ -13,7 +13,9 @@ use crate::state::AppState;
 use crate::v1::envelope::ApiError;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
-use crate::v1::{accounts, api_keys, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT};
+use crate::v1::{
+    accounts, api_keys, deployments, inference, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT,
+};
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
 /// sample event's file name.
@@ -371,6 +373,134 @@ pub static ROUTES: &[Route] = &[
         Access::Public,
         Other,
         system::openapi
+    ),
+    v1!(
+        "v1-inference-deployments-create",
+        "POST",
+        "/api/v1/inference/deployments",
+        needs("deployment:write"),
+        Other,
+        deployments::create
+    ),
+    v1!(
+        "v1-inference-deployments-list",
+        "GET",
+        "/api/v1/inference/deployments",
+        needs("deployment:read"),
+        Other,
+        deployments::list
+    ),
+    v1!(
+        "v1-inference-deployments-get",
+        "GET",
+        "/api/v1/inference/deployments/{deployment_id}",
+        needs("deployment:read"),
+        Other,
+        deployments::get
+    ),
+    v1!(
+        "v1-inference-deployments-update",
+        "PUT",
+        "/api/v1/inference/deployments/{deployment_id}",
+        needs("deployment:write"),
+        Other,
+        deployments::update
+    ),
+    v1!(
+        "v1-inference-deployments-status",
+        "GET",
+        "/api/v1/inference/deployments/{deployment_id}/status",
+        needs("deployment:read"),
+        Other,
+        deployments::status
+    ),
+    v1!(
+        "v1-inference-deployments-metrics",
+        "GET",
+        "/api/v1/inference/deployments/{deployment_id}/metrics",
+        needs("deployment:read"),
+        Other,
+        deployments::metrics
+    ),
+    v1!(
+        "v1-inference-models",
+        "GET",
+        "/api/v1/inference/models",
+        needs("model:read"),
+        Other,
+        inference::models
+    ),
+    v1!(
+        "v1-inference-chat",
+        "POST",
+        "/api/v1/inference/chat",
+        needs("inference:create"),
+        Inference,
+        inference::chat
+    ),
+    v1!(
+        "v1-inference-completion",
+        "POST",
+        "/api/v1/inference/completion",
+        needs("inference:create"),
+        Inference,
+        inference::completion
+    ),
+    v1!(
+        "v1-inference-embedding",
+        "POST",
+        "/api/v1/inference/embedding",
+        needs("inference:create"),
+        Inference,
+        inference::embedding
+    ),
+    v1!(
+        "v1-inference-batch",
+        "POST",
+        "/api/v1/inference/batch",
+        needs("inference:create"),
+        Inference,
+        inference::batch
+    ),
+    v1!(
+        "v1-inference-generate",
+        "POST",
+        "/api/v1/inference/generate",
+        needs("inference:create"),
+        Inference,
+        inference::generate
+    ),
+    v1!(
+        "v1-inference-history",
+        "GET",
+        "/api/v1/inference/history",
+        needs("usage:read"),
+        Other,
+        inference::history
+    ),
+    v1!(
+        "v1-generate",
+        "POST",
+        "/api/v1/generate",
+        needs("inference:create"),
+        Inference,
+        inference::seed_generate
+    ),
+    v1!(
+        "v1-generate-batch",
+        "POST",
+        "/api/v1/generate/batch",
+        needs("inference:create"),
+        Inference,
+        inference::seed_generate_batch
+    ),
+    v1!(
+        "v1-inference-deployments-delete",
+        "DELETE",
+        "/api/v1/inference/deployments/{deployment_id}",
+        needs("deployment:write"),
+        Other,
+        deployments::delete
     ),
     openai!(
         "openai-models-list",

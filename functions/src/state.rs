@@ -19,6 +19,7 @@ pub struct AppState {
     pub system_key: Arc<str>,
     pub body_limit: usize,
     pub v1: Arc<V1State>,
+    pub inference: Arc<crate::inference::InferenceState>,
 }
 
 impl AppState {
@@ -36,6 +37,10 @@ impl AppState {
                 roles: RoleCache::default(),
                 limits: config.identity.rate_limits(),
                 oauth: crate::v1::oauth::OAuthProviders::from_json(config.identity.oauth_providers.as_deref())?,
+            }),
+            inference: Arc::new(crate::inference::InferenceState {
+                repo: maas_store::records::inference::InferenceRepo::new(stores),
+                history_days: config.identity.history_days.max(1),
             }),
         };
         crate::v1::users::ensure_admin(&state, &config.identity).await?;

@@ -73,6 +73,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
         .collect();
     assert_eq!(names.len(), routes::ROUTES.len());
     let mut ids = std::collections::HashMap::<&str, String>::new();
+    ids.insert("EMBED_DEPLOYMENT_ID", embedding_deployment(&state).await);
     for name in names {
         let route = routes::find(name).unwrap_or_else(|| panic!("event {name} names no route"));
         let mut raw = std::fs::read_to_string(events_dir().join(format!("{name}.json"))).unwrap();
@@ -112,6 +113,9 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
             match name {
                 "v1-api-keys-create" => drop(ids.insert("KEY_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-users-create" => drop(ids.insert("ID", value["data"]["user_id"].as_str().unwrap().into())),
+                "v1-inference-deployments-create" => {
+                    drop(ids.insert("DEPLOYMENT_ID", value["data"]["id"].as_str().unwrap().into()))
+                }
                 _ => {}
             }
             continue;
@@ -125,6 +129,31 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
         }
     }
     sidecar.stop();
+}
+
+/// The sample embedding event needs a deployment of the embedding model; the one create event
+/// deploys the chat model, so this one is written directly.
+async fn embedding_deployment(state: &AppState) -> String {
+    use maas_store::records::identity::Unique;
+    use maas_store::records::inference::Deployment;
+    let demo = state.v1.repo.user_by(Unique::Username, "demo").await.unwrap().unwrap();
+    let d = Deployment {
+        deployment_id: uuid::Uuid::new_v4().to_string(),
+        owner: demo.user_id,
+        name: "embeddings".into(),
+        model_id: crate::openai::EMBEDDER.into(),
+        model_version: None,
+        config: json!({}),
+        project_id: None,
+        slot: 0,
+        created_at: maas_store::now_secs(),
+        updated_at: maas_store::now_secs(),
+        ver: 0,
+    };
+    let Ok(d) = state.inference.repo.create(d).await else {
+        panic!("deployment not created")
+    };
+    d.deployment_id
 }
 
 /// Events carry `{{ACCESS_TOKEN}}`-style placeholders: tokens expire, and ids are only known

@@ -6,6 +6,7 @@ mod support;
 
 mod crash;
 mod events;
+mod inference;
 mod learning;
 mod oauth;
 mod oauth_provider;

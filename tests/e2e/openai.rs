@@ -51,8 +51,17 @@ pub async fn wait_for_models(llm: &LlmService) {
 }
 
 /// `maas` serving the built-in models, and a signed-up user's access token.
-async fn llm_app(b: Backend) -> (TestApp, String) {
-    let app = spawn_with(b, |c| c.llm.models_dir = Some(models_dir())).await;
+pub async fn llm_app(b: Backend) -> (TestApp, String) {
+    llm_app_with(b, |_| {}).await
+}
+
+/// [`llm_app`], with the configuration changed first.
+pub async fn llm_app_with(b: Backend, tweak: impl FnOnce(&mut maas::Config)) -> (TestApp, String) {
+    let app = spawn_with(b, |c| {
+        c.llm.models_dir = Some(models_dir());
+        tweak(c);
+    })
+    .await;
     let (tokens, _) = app.signed_up().await;
     let token = tokens["access_token"].as_str().unwrap().to_string();
     let start = Instant::now();
@@ -83,7 +92,7 @@ fn france(extra: Value) -> Value {
 }
 
 /// The `data:` payloads of an SSE response, in order.
-async fn sse(app: &TestApp, path: &str, token: &str, body: Value) -> Vec<String> {
+pub async fn sse(app: &TestApp, path: &str, token: &str, body: Value) -> Vec<String> {
     let r = app
         .client
         .post(format!("{}{path}", app.url))

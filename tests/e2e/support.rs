@@ -51,6 +51,7 @@ pub fn config(backend: Backend, dir: &std::path::Path) -> Config {
             admin_email: Some(ADMIN_EMAIL.into()),
             admin_password: Some(ADMIN_PASSWORD.into()),
             oauth_providers: None,
+            ..Default::default()
         },
     };
     if let Backend::Aws = backend {

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::error::OpenAiError;
 use super::params::OpenAiJson;
 use super::stream::{gather_all, logprob_json, sse, start, Chunks, Head};
+use crate::inference::Call;
 use crate::state::AppState;
 use crate::v1::guard::Principal;
 
@@ -121,15 +122,14 @@ pub async fn create(
         (false, None) => None,
     };
     let params = sampling.params(req.max_completion_tokens.or(sampling.max_tokens), top)?;
-    let streams = start(
-        &state.sidecar,
-        &req.model,
-        vec![Prompt::Chat(messages)],
-        &params,
-        sampling.n(),
-        &who.user.user_id,
-    )
-    .await?;
+    let call = Call {
+        owner: who.user.user_id.clone(),
+        kind: "chat",
+        model: req.model.clone(),
+        deployment_id: None,
+        prompt: crate::inference::observe::transcript(&messages),
+    };
+    let streams = start(&state, call, vec![Prompt::Chat(messages)], &params, sampling.n()).await?;
     let chunks = ChatChunks(Head::new("chatcmpl", &req.model));
     if sampling.stream {
         return Ok(sse(streams, chunks, sampling.include_usage()));

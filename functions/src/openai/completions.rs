@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::error::OpenAiError;
 use super::params::OpenAiJson;
 use super::stream::{gather_all, sse, start, Chunks, Head, Usage};
+use crate::inference::Call;
 use crate::state::AppState;
 use crate::v1::guard::Principal;
 
@@ -58,16 +59,16 @@ pub async fn create(
         return Err(OpenAiError::invalid("logprobs", "Invalid 'logprobs': at most 5."));
     }
     let params = sampling.params(Some(sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)), req.logprobs)?;
+    let text = prompts.join("\n");
     let prompts = prompts.into_iter().map(Prompt::Text).collect();
-    let streams = start(
-        &state.sidecar,
-        &req.model,
-        prompts,
-        &params,
-        sampling.n(),
-        &who.user.user_id,
-    )
-    .await?;
+    let call = Call {
+        owner: who.user.user_id.clone(),
+        kind: "completion",
+        model: req.model.clone(),
+        deployment_id: None,
+        prompt: text,
+    };
+    let streams = start(&state, call, prompts, &params, sampling.n()).await?;
     let chunks = CompletionChunks(Head::new("cmpl", &req.model));
     if sampling.stream {
         return Ok(sse(streams, chunks, sampling.include_usage()));

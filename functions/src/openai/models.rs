@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use maas_sidecar_client::llm::LlmModelInfo;
+use maas_sidecar_client::llm::{LlmModelInfo, ModelState};
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
@@ -12,11 +12,13 @@ fn model_json(m: &LlmModelInfo) -> Value {
     json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "maas"})
 }
 
+/// The models ready to serve.
 async fn served(state: &AppState) -> Result<Vec<LlmModelInfo>, OpenAiError> {
-    state.sidecar.llm_models().await.map_err(|e| {
+    let models = state.sidecar.llm_models().await.map_err(|e| {
         tracing::error!(error = %e, "cannot list models");
         OpenAiError::internal()
-    })
+    })?;
+    Ok(models.into_iter().filter(|m| m.status == ModelState::Ready).collect())
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, OpenAiError> {

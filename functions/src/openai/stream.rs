@@ -7,7 +7,9 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use maas_sidecar_client::llm::{FinishReason, GenerateEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob};
+use maas_sidecar_client::llm::{
+    FinishReason, GenerateError, GenerateEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob,
+};
 use maas_sidecar_client::EventStream;
 use serde_json::{json, Value};
 
@@ -36,27 +38,33 @@ impl Head {
 }
 
 /// Starts `n` choices for each prompt, in order: prompt by prompt, choice `i` with `seed + i`.
+/// The call is observed (metered, counted, kept in history) whether it starts or is refused.
 pub async fn start(
-    sidecar: &maas_sidecar_client::SidecarClient,
-    model: &str,
+    state: &crate::state::AppState,
+    call: crate::inference::Call,
     prompts: Vec<Prompt>,
     params: &SamplingParams,
     n: u32,
-    user: &str,
-) -> Result<Vec<EventStream>, OpenAiError> {
+) -> Result<Vec<EventStream>, GenerateError> {
     let mut streams = Vec::with_capacity(prompts.len() * n as usize);
     for prompt in prompts {
         for i in 0..n {
             let req = GenerateRequest {
-                model: model.to_string(),
+                model: call.model.clone(),
                 prompt: prompt.clone(),
                 params: super::params::for_choice(params, i),
-                user: user.to_string(),
+                user: call.owner.clone(),
             };
-            streams.push(sidecar.generate(req).await?);
+            match state.sidecar.generate(req).await {
+                Ok(s) => streams.push(s),
+                Err(e) => {
+                    call.finish(state, crate::inference::Outcome::refused(&e));
+                    return Err(e);
+                }
+            }
         }
     }
-    Ok(streams)
+    Ok(call.observe(state, streams, n as usize))
 }
 
 /// One choice, gathered.

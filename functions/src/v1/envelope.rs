@@ -300,6 +300,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// One JSON body read as two types, each with [`ApiJson`]'s errors: for requests whose fields
+/// are partly shared with another route's (`#[serde(flatten)]` would lose a mistyped field's
+/// name).
+pub struct ApiJsonPair<T, U>(pub T, pub U);
+
+impl<T: DeserializeOwned, U: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJsonPair<T, U> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req).await?;
+        Ok(ApiJsonPair(parse_json(&bytes)?, parse_json(&bytes)?))
+    }
+}
+
 /// Parses a JSON body with [`ApiJson`]'s errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match json_shape(bytes) {

@@ -60,6 +60,9 @@ pub struct RateLimits {
     /// API calls per user per calendar month (UTC).
     pub monthly_calls: i64,
     pub storage_bytes: i64,
+    /// Model tokens per user per window, and per calendar month.
+    pub inference_tokens: Limit,
+    pub monthly_tokens: i64,
 }
 
 impl Default for RateLimits {
@@ -78,6 +81,11 @@ impl Default for RateLimits {
             },
             monthly_calls: 100_000,
             storage_bytes: 10 << 30,
+            inference_tokens: Limit {
+                count: 200_000,
+                period: 60,
+            },
+            monthly_tokens: 10_000_000,
         }
     }
 }
@@ -107,6 +115,8 @@ pub struct Verdict {
     pub remaining: i64,
     pub reset: i64,
     pub over: Option<Code>,
+    /// Whether a token counter, not a call counter, is the one reported.
+    pub tokens: bool,
 }
 
 impl Verdict {
@@ -130,6 +140,7 @@ impl Verdict {
 
     pub fn error(&self) -> Option<ApiError> {
         self.over.map(|code| match code {
+            Code::Resource004 if self.tokens => ApiError::new(code, TOKENS_USED_UP),
             Code::Resource004 => ApiError::new(code, QUOTA_USED_UP),
             _ => ApiError::new(code, "rate limit exceeded; see X-RateLimit-Reset"),
         })
@@ -137,6 +148,7 @@ impl Verdict {
 }
 
 pub const QUOTA_USED_UP: &str = "monthly API call quota used up";
+pub const TOKENS_USED_UP: &str = "monthly token quota used up";
 
 /// The month (`YYYY-MM`) and day (`YYYY-MM-DD`) of `now`, UTC.
 pub fn month_and_day(now: i64) -> (String, String) {
@@ -175,6 +187,7 @@ pub async fn check(
                 remaining: (limit.count - n).max(0),
                 reset,
                 over: (n > limit.count).then_some(Code::TooManyRequests),
+                tokens: false,
             })
         }
     });
@@ -188,7 +201,84 @@ pub async fn check(
             verdict.over = Some(Code::Resource004);
         }
     }
+    if let (Some(user), None, Class::Inference) = (who.user_id, verdict.over, class) {
+        verdict = tokens_left(repo, limits, user, now).await?.unwrap_or(verdict);
+    }
     Ok(verdict)
+}
+
+/// The token counters' verdict when one of them is used up, refusing the call.
+async fn tokens_left(
+    repo: &IdentityRepo,
+    limits: &RateLimits,
+    user: &str,
+    now: i64,
+) -> Result<Option<Verdict>, maas_store::StoreError> {
+    let (month, _) = month_and_day(now);
+    let limit = limits.inference_tokens;
+    let window = now / limit.period;
+    let (rl, usage) = (format!("RL#user:{user}#tokens"), format!("USAGE#{user}"));
+    let (window_key, month_key) = (window.to_string(), format!("T#{month}"));
+    let (in_window, in_month) = tokio::try_join!(repo.counter(&rl, &window_key), repo.counter(&usage, &month_key),)?;
+    let reset = (window + 1) * limit.period;
+    Ok(if in_month >= limits.monthly_tokens {
+        Some(Verdict {
+            limit: limits.monthly_tokens,
+            remaining: 0,
+            reset: next_month(now),
+            over: Some(Code::Resource004),
+            tokens: true,
+        })
+    } else if in_window >= limit.count {
+        Some(Verdict {
+            limit: limit.count,
+            remaining: 0,
+            reset,
+            over: Some(Code::TooManyRequests),
+            tokens: true,
+        })
+    } else {
+        None
+    })
+}
+
+/// Counts a finished call's tokens against the caller's token window and month, and in the
+/// day's usage.
+pub async fn meter_tokens(
+    repo: &IdentityRepo,
+    limits: &RateLimits,
+    user: &str,
+    tokens: i64,
+) -> Result<(), maas_store::StoreError> {
+    if tokens <= 0 {
+        return Ok(());
+    }
+    let now = maas_store::now_secs();
+    let (month, day) = month_and_day(now);
+    let limit = limits.inference_tokens;
+    let window = now / limit.period;
+    let year = Some(now + 400 * 86400);
+    let (rl, usage) = (format!("RL#user:{user}#tokens"), format!("USAGE#{user}"));
+    let (window_key, month_key, day_key) = (window.to_string(), format!("T#{month}"), format!("DT#{day}"));
+    let window_ttl = Some((window + 1) * limit.period + 60);
+    tokio::try_join!(
+        repo.count(&rl, &window_key, tokens, window_ttl),
+        repo.count(&usage, &month_key, tokens, year),
+        repo.count(&usage, &day_key, tokens, year),
+    )?;
+    Ok(())
+}
+
+/// The first second of the next calendar month (UTC).
+fn next_month(now: i64) -> i64 {
+    let t = time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (y, m) = match t.month() {
+        time::Month::December => (t.year() + 1, time::Month::January),
+        m => (t.year(), m.next()),
+    };
+    time::Date::from_calendar_date(y, m, 1)
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .unwrap_or(now + 31 * 86400)
 }
 
 /// Adds the call to the user's monthly and daily usage; returns the month's total.
@@ -213,6 +303,12 @@ mod tests {
         assert_eq!("60/60".parse::<Limit>(), Ok(Limit { count: 60, period: 60 }));
         assert!("60".parse::<Limit>().is_err());
         assert!("60/0".parse::<Limit>().is_err());
+    }
+
+    #[test]
+    fn the_token_quota_resets_at_the_next_month() {
+        assert_eq!(next_month(1_700_000_000), 1_701_388_800); // 2023-11-14 -> 2023-12-01
+        assert_eq!(next_month(1_703_980_800), 1_704_067_200); // 2023-12-31 -> 2024-01-01
     }
 
     #[test]

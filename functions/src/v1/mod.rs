@@ -1,13 +1,17 @@
 //! The platform API under `/api/v1`: identity and access (accounts, tokens, API keys, roles,
-//! rate limits) on seed 003's envelope, described by a generated OpenAPI document.
+//! rate limits) and inference (deployments, calls, history) on seed 003's envelope, described
+//! by a generated OpenAPI document.
 
 pub mod accounts;
 pub mod api_keys;
+pub mod deployments;
 pub mod envelope;
 pub mod guard;
+pub mod inference;
 pub mod limits;
 pub mod oauth;
 pub mod openapi;
+pub mod params;
 pub mod permissions;
 pub mod profile;
 pub mod roles;

@@ -24,6 +24,8 @@ pub const ALL: &[&str] = &[
     "finetune:read",
     "finetune:create",
     "inference:create",
+    "deployment:read",
+    "deployment:write",
     "usage:read",
     "users:read",
     "users:write",
@@ -87,6 +89,7 @@ pub fn builtin(name: &str) -> Option<Vec<String>> {
         "viewer" => &[
             "profile:read",
             "model:read",
+            "deployment:read",
             "dataset:read",
             "finetune:read",
             "usage:read",

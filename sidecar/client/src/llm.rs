@@ -152,6 +152,18 @@ pub struct LlmModelInfo {
     /// An embedding model's vector length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<u32>,
+    #[serde(default)]
+    pub status: ModelState,
+}
+
+/// Where a served model stands: sizes are known once it is ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    Loading,
+    #[default]
+    Ready,
+    Failed,
 }
 
 /// Texts to embed with one model.

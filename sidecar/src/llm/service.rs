@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use maas_sidecar_client::llm::{
-    EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, Prompt,
+    EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, ModelState, Prompt,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -146,6 +146,7 @@ impl LlmService {
             context: model.model.cfg.context as u32,
             created: modified(path),
             dimensions: None,
+            status: ModelState::Ready,
         };
         Ok(Served {
             kind: Kind::Chat {
@@ -164,6 +165,7 @@ impl LlmService {
             context: model.max_tokens as u32,
             created: modified(&dir.join("model.safetensors")),
             dimensions: Some(model.dimensions() as u32),
+            status: ModelState::Ready,
         };
         Ok(Served {
             kind: Kind::Embed(EmbedEngine::start(model, self.embed_cfg.clone())?),
@@ -179,15 +181,24 @@ impl LlmService {
         })
     }
 
-    /// The models ready to serve.
+    /// Every model, loading, ready or failed; sizes only for ready ones.
     pub fn models(&self) -> Vec<LlmModelInfo> {
+        let unready = |id: &str, status| LlmModelInfo {
+            id: id.to_string(),
+            kind: String::new(),
+            context: 0,
+            created: 0,
+            dimensions: None,
+            status,
+        };
         self.slots
             .read()
             .expect("slots lock")
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(m) => Some(m.info.clone()),
-                _ => None,
+            .iter()
+            .map(|(id, s)| match s {
+                Slot::Ready(m) => m.info.clone(),
+                Slot::Loading => unready(id, ModelState::Loading),
+                Slot::Failed(_) => unready(id, ModelState::Failed),
             })
             .collect()
     }

@@ -1,6 +1,7 @@
 //! Typed records on top of [`Table`](crate::Table): how each one is keyed and written.
 
 pub mod identity;
+pub mod inference;
 pub mod sgt;
 pub mod training;
 
