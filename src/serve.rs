@@ -40,7 +40,8 @@ pub async fn serve(listener: TcpListener, app: Router, idle: Duration) {
             let response = app.clone().oneshot(req);
             async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|e| match e {})) }
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        // Upgrades carry the WebSocket chat (`/v1/inference/stream`).
+        let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "connection ended");

@@ -20,6 +20,8 @@ pub struct AppState {
     pub body_limit: usize,
     pub v1: Arc<V1State>,
     pub inference: Arc<crate::inference::InferenceState>,
+    /// Open WebSocket chats per user.
+    pub ws_connections: Arc<crate::v1::inference_ws::Connections>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
                 repo: maas_store::records::inference::InferenceRepo::new(stores),
                 history_days: config.identity.history_days.max(1),
             }),
+            ws_connections: Arc::default(),
         };
         crate::v1::users::ensure_admin(&state, &config.identity).await?;
         Ok(state)

@@ -20,6 +20,8 @@ on_both_backends!(
     seed_002_and_004_generate_with_their_own_fields,
     bad_inference_requests_get_clear_errors_in_the_envelope,
     tokens_are_metered_against_the_token_window_and_the_monthly_quota,
+    a_websocket_chat_streams_the_same_answer_as_http,
+    a_websocket_may_authenticate_in_its_first_message_and_survives_bad_requests,
 );
 
 async fn create_deployment(app: &TestApp, token: &str, model: &str, config: Value) -> Value {
@@ -622,4 +624,137 @@ async fn tokens_are_metered_against_the_token_window_and_the_monthly_quota(b: Ba
         (&v["error"]["code"], &v["error"]["message"]),
         (&json!("RESOURCE_004"), &json!("monthly token quota used up"))
     );
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(app: &TestApp, bearer: Option<&str>) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/v1/inference/stream", app.url.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    if let Some(t) = bearer {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+async fn ws_send(socket: &mut Socket, v: Value) {
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON message, or `None` once the server closed.
+async fn ws_next(socket: &mut Socket) -> Option<Value> {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("an answer in time")?
+        {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Sends a chat and reads its deltas to `done`: the joined text and the `done` message.
+async fn ws_chat(socket: &mut Socket, chat: Value) -> (String, Value) {
+    let id = chat["id"].clone();
+    ws_send(socket, chat).await;
+    let mut text = String::new();
+    loop {
+        let m = ws_next(socket).await.expect("the socket stays open");
+        assert_eq!(m["id"], id, "{m}");
+        match m["type"].as_str().unwrap() {
+            "delta" => text.push_str(m["content"].as_str().unwrap()),
+            "done" => return (text, m),
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+}
+
+const FRANCE: &str = "What is the capital of France? Answer in one sentence.";
+
+async fn a_websocket_chat_streams_the_same_answer_as_http(b: Backend) {
+    let (app, token) = llm_app(b).await;
+    let messages = json!([{"role": "user", "content": FRANCE}]);
+    let parameters = json!({"max_tokens": 24, "temperature": 0});
+    let body = json!({"model": MODEL, "messages": messages, "parameters": parameters});
+    let (s, v, _) = generate(&app, &token, &body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let whole = v["data"]["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut socket = ws_connect(&app, Some(&token)).await;
+    assert_eq!(ws_next(&mut socket).await.unwrap()["type"], "ready");
+    let chat = json!({"type": "chat", "id": "q1", "model": MODEL, "messages": messages, "parameters": parameters});
+    let (text, done) = ws_chat(&mut socket, chat).await;
+    assert_eq!(text, whole);
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(done["usage"], v["data"]["usage"]);
+    assert!(done["finish_reason"].is_string());
+
+    // A plain GET is told to upgrade, in the envelope.
+    let (s, v, _) = app.call(Method::GET, "/v1/inference/stream", Some(&token), None).await;
+    assert_eq!(
+        envelope_error(s, &v, StatusCode::UPGRADE_REQUIRED)["code"],
+        "VALIDATION_002"
+    );
+}
+
+async fn a_websocket_may_authenticate_in_its_first_message_and_survives_bad_requests(b: Backend) {
+    let (app, token) = llm_app(b).await;
+    let d = id(&create_deployment(
+        &app,
+        &token,
+        MODEL,
+        json!({"inference_config": {"max_tokens": 8, "temperature": 0}}),
+    )
+    .await);
+    let mut socket = ws_connect(&app, None).await;
+    ws_send(&mut socket, json!({"type": "auth", "token": format!("Bearer {token}")})).await;
+    assert_eq!(ws_next(&mut socket).await.unwrap()["type"], "ready");
+    let bad =
+        json!({"type": "chat", "id": "bad", "deployment_id": d, "messages": [{"role": "wizard", "content": "hi"}]});
+    ws_send(&mut socket, bad).await;
+    let e = ws_next(&mut socket).await.unwrap();
+    assert_eq!(
+        (&e["type"], &e["id"], &e["error"]["details"][0]["field"]),
+        (&json!("error"), &json!("bad"), &json!("messages[0].role"))
+    );
+    ws_send(
+        &mut socket,
+        json!({"type": "chat", "id": "x", "deployment_id": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(ws_next(&mut socket).await.unwrap()["error"]["code"], "RESOURCE_001");
+    ws_send(&mut socket, json!({"type": "nonsense"})).await;
+    assert_eq!(ws_next(&mut socket).await.unwrap()["type"], "error");
+    // Still open: a good chat on the deployment answers, within its default max_tokens.
+    let chat =
+        json!({"type": "chat", "id": "good", "deployment_id": d, "messages": [{"role": "user", "content": FRANCE}]});
+    let (text, done) = ws_chat(&mut socket, chat).await;
+    assert!(
+        !text.is_empty() && done["usage"]["completion_tokens"].as_u64().unwrap() <= 8,
+        "{done}"
+    );
+
+    // Wrong credentials: an error, then the server closes.
+    let mut socket = ws_connect(&app, None).await;
+    ws_send(&mut socket, json!({"type": "auth", "token": "Bearer not-a-token"})).await;
+    assert_eq!(ws_next(&mut socket).await.unwrap()["error"]["code"], "AUTH_001");
+    assert!(ws_next(&mut socket).await.is_none());
+    // A chat before any credentials is refused the same way.
+    let mut socket = ws_connect(&app, None).await;
+    ws_send(&mut socket, json!({"type": "chat", "model": MODEL, "messages": []})).await;
+    assert_eq!(ws_next(&mut socket).await.unwrap()["type"], "error");
+    assert!(ws_next(&mut socket).await.is_none());
 }

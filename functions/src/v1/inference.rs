@@ -44,7 +44,7 @@ pub struct MessageIn {
 }
 
 /// One generation: which model, what prompt, how, and what to call it in the records.
-struct Job {
+pub(super) struct Job {
     kind: &'static str,
     model: String,
     deployment_id: Option<String>,
@@ -87,7 +87,34 @@ fn prompt_field(prompt: &Prompt) -> &'static str {
     }
 }
 
+impl Target {
+    /// A model by id, with no defaults.
+    pub(super) fn model(model: String) -> Target {
+        Target {
+            model,
+            deployment_id: None,
+            defaults: Parameters::default(),
+        }
+    }
+}
+
 impl Job {
+    /// One answer for `prompt` on `target`, recorded as `kind`.
+    fn on(target: Target, kind: &'static str, prompt: Prompt, params: SamplingParams) -> Job {
+        Job {
+            kind,
+            model: target.model,
+            deployment_id: target.deployment_id,
+            prompt,
+            params,
+            n: 1,
+        }
+    }
+
+    pub(super) fn chat(target: Target, prompt: Prompt, params: SamplingParams) -> Job {
+        Job::on(target, "chat", prompt, params)
+    }
+
     fn call(&self, who: &Principal) -> Call {
         Call {
             owner: who.user.user_id.clone(),
@@ -101,7 +128,7 @@ impl Job {
         }
     }
 
-    async fn start(self, state: &AppState, who: &Principal) -> Result<Vec<EventStream>, ApiError> {
+    pub(super) async fn start(self, state: &AppState, who: &Principal) -> Result<Vec<EventStream>, ApiError> {
         let field = prompt_field(&self.prompt);
         let call = self.call(who);
         start(state, call, vec![self.prompt], &self.params, self.n)
@@ -124,7 +151,7 @@ impl Job {
 }
 
 /// Checks a conversation and turns it into the engine's messages.
-fn messages(list: &[MessageIn], field: &str) -> Result<Vec<ChatMessage>, ApiError> {
+pub(super) fn messages(list: &[MessageIn], field: &str) -> Result<Vec<ChatMessage>, ApiError> {
     if list.is_empty() || list.len() > MAX_MESSAGES {
         return Err(ApiError::field(
             Code::Validation003,
@@ -177,13 +204,13 @@ fn prompt_text(field: &str, text: &str, may_be_empty: bool) -> Result<(), ApiErr
 }
 
 /// The model and defaults behind a call: a deployment of the caller's, or a model by id.
-struct Target {
+pub(super) struct Target {
     model: String,
     deployment_id: Option<String>,
     defaults: Parameters,
 }
 
-async fn deployment_target(state: &AppState, who: &Principal, id: &str) -> Result<Target, ApiError> {
+pub(super) async fn deployment_target(state: &AppState, who: &Principal, id: &str) -> Result<Target, ApiError> {
     let d = owned(state, who, id).await?;
     let config: super::deployments::DeploymentConfig = serde_json::from_value(d.config.clone()).unwrap_or_default();
     Ok(Target {
@@ -285,7 +312,8 @@ pub struct GenerationAnswer {
     pub usage: Value,
 }
 
-fn params_of(target: &Target, parameters: &Parameters) -> Result<(SamplingParams, bool), ApiError> {
+/// The call's parameters over the target's defaults, checked; and whether to stream.
+pub(super) fn params_of(target: &Target, parameters: &Parameters) -> Result<(SamplingParams, bool), ApiError> {
     let merged = parameters.over(&target.defaults);
     Ok((merged.sampling("parameters")?, merged.stream.unwrap_or(false)))
 }
@@ -303,14 +331,7 @@ pub async fn chat(
     let target = deployment_target(&state, &who, &req.deployment_id).await?;
     let (params, stream) = params_of(&target, &req.parameters)?;
     let (model, id) = (target.model.clone(), target.deployment_id.clone());
-    let job = Job {
-        kind: "chat",
-        model: target.model,
-        deployment_id: target.deployment_id,
-        prompt: Prompt::Chat(messages),
-        params,
-        n: 1,
-    };
+    let job = Job::on(target, "chat", Prompt::Chat(messages), params);
     answer(&state, &who, job, stream, |a| chat_json(a, &model, &id)).await
 }
 
@@ -327,14 +348,7 @@ pub async fn completion(
     let target = deployment_target(&state, &who, &req.deployment_id).await?;
     let (params, stream) = params_of(&target, &req.parameters)?;
     let (model, id) = (target.model.clone(), target.deployment_id.clone());
-    let job = Job {
-        kind: "completion",
-        model: target.model,
-        deployment_id: target.deployment_id,
-        prompt: Prompt::Text(req.prompt),
-        params,
-        n: 1,
-    };
+    let job = Job::on(target, "completion", Prompt::Text(req.prompt), params);
     answer(&state, &who, job, stream, |a| completion_json(a, &model, &id)).await
 }
 
@@ -479,14 +493,13 @@ fn batch_job(target: &Target, item: &BatchItem, i: usize) -> Result<(Job, bool),
         }
     };
     let merged = item.data.parameters.over(&target.defaults);
-    let job = Job {
-        kind: if item.kind == "chat" { "chat" } else { "completion" },
+    let target = Target {
         model: target.model.clone(),
         deployment_id: target.deployment_id.clone(),
-        prompt,
-        params: merged.sampling(&format!("{at}.parameters"))?,
-        n: 1,
+        defaults: Parameters::default(),
     };
+    let kind = if item.kind == "chat" { "chat" } else { "completion" };
+    let job = Job::on(target, kind, prompt, merged.sampling(&format!("{at}.parameters"))?);
     Ok((job, item.kind == "chat"))
 }
 
@@ -610,11 +623,7 @@ pub async fn generate(
         (Some(id), None) => deployment_target(&state, &who, id).await?,
         (None, Some(model)) => {
             validate::text("model", model, 128)?;
-            Target {
-                model: model.clone(),
-                deployment_id: None,
-                defaults: Parameters::default(),
-            }
+            Target::model(model.clone())
         }
         _ => {
             return Err(ApiError::field(
@@ -640,14 +649,7 @@ pub async fn generate(
     };
     let (params, stream) = params_of(&target, &req.parameters)?;
     let (model, id) = (target.model.clone(), target.deployment_id.clone());
-    let job = Job {
-        kind: "generate",
-        model: target.model,
-        deployment_id: target.deployment_id,
-        prompt,
-        params,
-        n: 1,
-    };
+    let job = Job::on(target, "generate", prompt, params);
     answer(&state, &who, job, stream, |a| match is_chat {
         true => chat_json(a, &model, &id),
         false => completion_json(a, &model, &id),
@@ -887,12 +889,13 @@ async fn seed_generate_one(
     n: u32,
 ) -> Result<Vec<String>, ApiError> {
     let job = Job {
-        kind: "generate",
-        model: model.to_string(),
-        deployment_id: None,
-        prompt: Prompt::Text(prompt.to_string()),
-        params: params.clone(),
         n,
+        ..Job::on(
+            Target::model(model.to_string()),
+            "generate",
+            Prompt::Text(prompt.to_string()),
+            params.clone(),
+        )
     };
     Ok(job
         .whole(state, who)

@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod envelope;
 pub mod guard;
 pub mod inference;
+pub mod inference_ws;
 pub mod limits;
 pub mod oauth;
 pub mod openapi;
