@@ -575,12 +575,14 @@ pub fn router<'a>(state: AppState, routes: impl IntoIterator<Item = &'a Route>) 
     let app = sgt_layers(sgt_router, body_limit)
         .merge(v1_layers(v1_router, V1_BODY_LIMIT.min(body_limit)))
         .merge(openai_router);
-    // Not in the route table: a WebSocket cannot pass through AWS's HTTP API (see
-    // `v1::inference_ws`), so only `maas` itself answers these.
+    // Not in the route table, as only a long-running `maas` can answer them: a WebSocket
+    // cannot pass through AWS's HTTP API (see `v1::inference_ws`), and a Lambda instance's
+    // counters die with it.
     let ws = axum::routing::get(crate::v1::inference_ws::upgrade);
     let app = app
         .route("/v1/inference/stream", ws.clone())
-        .route("/api/v1/inference/stream", ws);
+        .route("/api/v1/inference/stream", ws)
+        .route("/metrics", axum::routing::get(crate::inference::metrics_endpoint));
     let app = app.layer(axum::Extension(BodyBudget::for_limit(body_limit)));
     common_layers(app.fallback(not_found).with_state(state))
 }

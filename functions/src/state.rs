@@ -43,6 +43,7 @@ impl AppState {
             inference: Arc::new(crate::inference::InferenceState {
                 repo: maas_store::records::inference::InferenceRepo::new(stores),
                 history_days: config.identity.history_days.max(1),
+                counters: Default::default(),
             }),
             ws_connections: Arc::default(),
         };

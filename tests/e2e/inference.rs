@@ -22,6 +22,7 @@ on_both_backends!(
     tokens_are_metered_against_the_token_window_and_the_monthly_quota,
     a_websocket_chat_streams_the_same_answer_as_http,
     a_websocket_may_authenticate_in_its_first_message_and_survives_bad_requests,
+    metrics_count_calls_per_model_for_the_holder_of_the_system_key,
 );
 
 async fn create_deployment(app: &TestApp, token: &str, model: &str, config: Value) -> Value {
@@ -757,4 +758,45 @@ async fn a_websocket_may_authenticate_in_its_first_message_and_survives_bad_requ
     ws_send(&mut socket, json!({"type": "chat", "model": MODEL, "messages": []})).await;
     assert_eq!(ws_next(&mut socket).await.unwrap()["type"], "error");
     assert!(ws_next(&mut socket).await.is_none());
+}
+
+async fn metrics_count_calls_per_model_for_the_holder_of_the_system_key(b: Backend) {
+    let (app, token) = llm_app(b).await;
+    let body = json!({"model": MODEL, "prompt": "One, two,", "parameters": {"max_tokens": 3}});
+    assert_eq!(generate(&app, &token, &body).await.0, StatusCode::OK);
+    let scrape = |key: Option<String>| {
+        let mut req = app.client.get(format!("{}/metrics", app.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let want = format!("maas_inference_requests_total{{model=\"{MODEL}\"}} 1");
+    let start = Instant::now();
+    let text = loop {
+        let (s, text) = scrape(Some(app.system_key.clone())).await;
+        assert_eq!(s, StatusCode::OK);
+        if text.contains(&want) {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        text.contains(&format!("maas_inference_latency_seconds_count{{model=\"{MODEL}\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE maas_inference_time_to_first_token_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(scrape(None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        scrape(Some(token)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a user's token is not the system key"
+    );
 }

@@ -161,6 +161,7 @@ impl Drop for Tally {
 
 /// Meters, counts and keeps one call. Failures are logged: the answer has gone already.
 async fn record(state: &AppState, call: &Call, outcome: &Outcome) {
+    state.inference.counters.observe(&call.model, outcome);
     let tokens = (outcome.prompt_tokens + outcome.completion_tokens) as i64;
     let metered = crate::v1::limits::meter_tokens(&state.v1.repo, &state.v1.limits, &call.owner, tokens);
     let counted = async {

@@ -186,7 +186,16 @@ impl IntoResponse for ApiError {
             timestamp: timestamp(),
             request_id: request_id(),
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        // A busy model or a full queue clears in moments; the rate limiter replaces this with
+        // its own window's reset.
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -408,6 +417,18 @@ mod tests {
             assert!(allowed.contains(&code.status().as_u16()), "{code:?}");
         }
         assert_eq!(serde_json::to_value(Code::Auth001).unwrap(), "AUTH_001");
+    }
+
+    #[test]
+    fn waits_are_told_when_to_retry_and_other_errors_are_not() {
+        let retry = |code: Code| {
+            ApiError::new(code, "x")
+                .into_response()
+                .headers()
+                .contains_key(axum::http::header::RETRY_AFTER)
+        };
+        assert!(retry(Code::TooManyRequests) && retry(Code::ServiceUnavailable));
+        assert!(!retry(Code::Resource001) && !retry(Code::Internal));
     }
 
     #[test]
