@@ -100,6 +100,7 @@ fn logprob_gaps(repack: Repack) -> (f64, f64) {
                     tokens: &p.ids,
                     cache: &mut cache,
                     prompt: true,
+                    adapter: None,
                 }],
                 true,
             )
@@ -167,6 +168,7 @@ fn greedy(prompts: &[Vec<u32>], steps: usize, batched: bool) -> Vec<Vec<u32>> {
                 prompt: cache.is_empty(),
                 tokens: t,
                 cache,
+                adapter: None,
             })
             .collect();
         let logits = m.forward(&mut batch, false).unwrap();
@@ -229,6 +231,7 @@ fn prompt_then_token(m: &LoadedModel, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
                     tokens,
                     cache: &mut cache,
                     prompt,
+                    adapter: None,
                 }],
                 false,
             )

@@ -144,6 +144,7 @@ impl Engine {
         user: &str,
         prompt: Vec<u32>,
         params: SamplingParams,
+        adapter: Option<Arc<super::lora::Adapter>>,
     ) -> Result<UnboundedReceiver<GenerateEvent>, GenerateError> {
         let context = self.model.model.cfg.context.min(self.max_kv_tokens);
         let needed = prompt.len() + params.max_tokens as usize;
@@ -162,7 +163,7 @@ impl Engine {
         }
         let (tx, rx) = unbounded_channel();
         let cache = SeqCache::new(&self.model.model.cfg);
-        let seq = Sequence::new(user.to_string(), prompt, params, cache, tx);
+        let seq = Sequence::new(user.to_string(), prompt, params, cache, tx, adapter);
         let mut inbox = self.shared.inbox.lock().expect("inbox lock");
         if inbox.len() + self.shared.waiting.load(Ordering::SeqCst) >= self.max_waiting {
             return Err(GenerateError::QueueFull);

@@ -3,6 +3,7 @@
 //! - `tokenizer`: text to ids and back, from GGUF metadata; UTF-8-safe streaming decode.
 //! - `model`: the forward pass over a packed batch of sequences at different positions.
 //! - `kv`: each sequence's key/value cache.
+//! - `lora`: PEFT LoRA adapters, applied per sequence within a batch.
 //! - `weights`: opening a model folder or file.
 //! - `template`: chat templates from the model's metadata.
 //! - `sampler`: logits to a token; `stop`: stop strings across token boundaries.
@@ -10,6 +11,7 @@
 
 pub mod engine;
 pub mod kv;
+pub mod lora;
 pub mod model;
 pub mod sampler;
 pub mod scheduler;

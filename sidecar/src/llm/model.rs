@@ -10,6 +10,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::kv::SeqCache;
+use super::lora::{apply_spans, Adapter, Target};
 
 /// A Llama-family architecture's sizes.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,9 +190,34 @@ pub struct SeqStep<'a> {
     pub cache: &'a mut SeqCache,
     /// Whether these are prompt tokens (a generated token otherwise).
     pub prompt: bool,
+    /// The LoRA adapter the sequence runs with, if any.
+    pub adapter: Option<&'a Adapter>,
 }
 
 impl Llama {
+    /// Adds `delta` (`out × in`, GGUF row order) to one weight for good: a LoRA adapter merged
+    /// into the model. Only for dense weights ([`Repack::F32`]); quantized blocks cannot take
+    /// a small update without requantizing.
+    pub fn merge(&mut self, layer: usize, target: Target, delta: &Tensor) -> Result<()> {
+        let l = self.layers.get_mut(layer).context("no such layer")?;
+        let linear = match target {
+            Target::Q => &mut l.q,
+            Target::K => &mut l.k,
+            Target::V => &mut l.v,
+            Target::O => &mut l.o,
+            Target::Gate => &mut l.gate,
+            Target::Up => &mut l.up,
+            Target::Down => &mut l.down,
+        };
+        match linear.quant.as_mut_slice() {
+            [QMatMul::Tensor(w)] if linear.dense.is_none() => {
+                *w = (&*w + delta)?;
+                Ok(())
+            }
+            _ => anyhow::bail!("only dense (f32) weights can be merged into"),
+        }
+    }
+
     /// Loads a GGUF file's weights (llama.cpp tensor names).
     pub fn from_gguf<R: std::io::Read + std::io::Seek>(
         ct: &Content,
@@ -278,15 +304,20 @@ impl Llama {
             self.sin.index_select(&positions, 0)?,
         );
         let mut x = self.embed.embedding(&Tensor::new(ids, &self.device)?)?;
+        let mut spans = Vec::with_capacity(sorted.len());
+        let mut at = 0;
+        for s in sorted.iter() {
+            spans.push((at, s.tokens.len(), s.adapter));
+            at += s.tokens.len();
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps as f32)?;
-            let attn = self.attention(i, layer, &h, &cos, &sin, &mut sorted, prompt_rows)?;
+            let attn = self.attention(i, layer, &h, (&cos, &sin), &mut sorted, &spans, prompt_rows)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps as f32)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h, prompt_rows)?)?;
-            let mlp = layer
-                .down
-                .forward(&(gate * layer.up.forward(&h, prompt_rows)?)?, prompt_rows)?;
+            let linear = |l: &Linear, t: Target, x: &Tensor| apply_spans(&spans, i, t, x, l.forward(x, prompt_rows)?);
+            let gate = candle_nn::ops::silu(&linear(&layer.gate, Target::Gate, &h)?)?;
+            let mlp = linear(&layer.down, Target::Down, &(gate * linear(&layer.up, Target::Up, &h)?)?)?;
             x = (x + mlp)?;
         }
         // Rows back in the caller's order of sequences.
@@ -317,9 +348,9 @@ impl Llama {
         i: usize,
         layer: &Layer,
         h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
         batch: &mut [&mut SeqStep<'_>],
+        spans: &super::lora::Spans<'_>,
         prompt_rows: usize,
     ) -> Result<Tensor> {
         let c = &self.cfg;
@@ -331,11 +362,12 @@ impl Llama {
                 .contiguous()?
                 .unsqueeze(0)?)
         };
+        let linear = |l: &Linear, t: Target, x: &Tensor| apply_spans(spans, i, t, x, l.forward(x, prompt_rows)?);
         let q =
-            candle_nn::rotary_emb::rope_i(&split(layer.q.forward(h, prompt_rows)?, c.heads)?, cos, sin)?.squeeze(0)?;
-        let k = candle_nn::rotary_emb::rope_i(&split(layer.k.forward(h, prompt_rows)?, c.kv_heads)?, cos, sin)?
+            candle_nn::rotary_emb::rope_i(&split(linear(&layer.q, Target::Q, h)?, c.heads)?, cos, sin)?.squeeze(0)?;
+        let k = candle_nn::rotary_emb::rope_i(&split(linear(&layer.k, Target::K, h)?, c.kv_heads)?, cos, sin)?
             .squeeze(0)?;
-        let v = split(layer.v.forward(h, prompt_rows)?, c.kv_heads)?.squeeze(0)?;
+        let v = split(linear(&layer.v, Target::V, h)?, c.kv_heads)?.squeeze(0)?;
         let group = c.heads / c.kv_heads;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let mut outs = Vec::with_capacity(batch.len());
@@ -364,7 +396,7 @@ impl Llama {
             outs.push(o);
             start += n;
         }
-        Ok(layer.o.forward(&Tensor::cat(&outs, 0)?, prompt_rows)?)
+        Ok(linear(&layer.o, Target::O, &Tensor::cat(&outs, 0)?)?)
     }
 }
 

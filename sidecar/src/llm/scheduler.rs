@@ -163,7 +163,7 @@ mod tests {
             ..SamplingParams::default()
         };
         (
-            Sequence::new(user.into(), vec![1; prompt], params, SeqCache::new(&cfg()), tx),
+            Sequence::new(user.into(), vec![1; prompt], params, SeqCache::new(&cfg()), tx, None),
             rx,
         )
     }

@@ -25,6 +25,7 @@ pub struct Sequence {
     logprobs: bool,
     submitted: Instant,
     first_token: Option<Instant>,
+    adapter: Option<std::sync::Arc<super::lora::Adapter>>,
 }
 
 impl Sequence {
@@ -34,6 +35,7 @@ impl Sequence {
         params: SamplingParams,
         cache: SeqCache,
         events: UnboundedSender<GenerateEvent>,
+        adapter: Option<std::sync::Arc<super::lora::Adapter>>,
     ) -> Sequence {
         Sequence {
             user,
@@ -48,6 +50,7 @@ impl Sequence {
             events,
             submitted: Instant::now(),
             first_token: None,
+            adapter,
         }
     }
 
@@ -63,6 +66,7 @@ impl Sequence {
             tokens: &self.tokens[start..start + n],
             cache: &mut self.cache,
             prompt: start < self.prompt_len,
+            adapter: self.adapter.as_deref(),
         }
     }
 

@@ -12,6 +12,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::embed::{EmbedConfig, EmbedEngine, EmbedModel};
 
+use super::lora::Adapter;
+
 use super::engine::{Engine, EngineConfig};
 use super::template::{ChatTemplate, Message};
 use super::weights::LoadedModel;
@@ -41,6 +43,8 @@ enum Kind {
     Chat {
         engine: Engine,
         template: Option<ChatTemplate>,
+        /// LoRA adapters by name, asked for as `<model>:<adapter>`.
+        adapters: BTreeMap<String, Arc<Adapter>>,
     },
     Embed(EmbedEngine),
 }
@@ -148,10 +152,12 @@ impl LlmService {
             dimensions: None,
             status: ModelState::Ready,
         };
+        let adapters = adapters_beside(path, &model.model.cfg);
         Ok(Served {
             kind: Kind::Chat {
                 engine: Engine::start(model, self.cfg.clone())?,
                 template,
+                adapters,
             },
             info,
         })
@@ -195,10 +201,10 @@ impl LlmService {
             .read()
             .expect("slots lock")
             .iter()
-            .map(|(id, s)| match s {
-                Slot::Ready(m) => m.info.clone(),
-                Slot::Loading => unready(id, ModelState::Loading),
-                Slot::Failed(_) => unready(id, ModelState::Failed),
+            .flat_map(|(id, s)| match s {
+                Slot::Ready(m) => m.listed(),
+                Slot::Loading => vec![unready(id, ModelState::Loading)],
+                Slot::Failed(_) => vec![unready(id, ModelState::Failed)],
             })
             .collect()
     }
@@ -211,10 +217,19 @@ impl LlmService {
         }
     }
 
-    /// Starts generating for `req`; events arrive on the receiver.
+    /// Starts generating for `req` (`model` or `model:adapter`); events arrive on the receiver.
     pub fn generate(&self, req: GenerateRequest) -> Result<UnboundedReceiver<GenerateEvent>, GenerateError> {
-        let served = self.served(&req.model)?;
-        let Kind::Chat { engine, template } = &served.kind else {
+        let (base, adapter_name) = match req.model.split_once(':') {
+            Some((base, adapter)) => (base, Some(adapter)),
+            None => (req.model.as_str(), None),
+        };
+        let served = self.served(base)?;
+        let Kind::Chat {
+            engine,
+            template,
+            adapters,
+        } = &served.kind
+        else {
             return Err(GenerateError::BadPrompt {
                 message: format!("the model {:?} is an embedding model; use embeddings", req.model),
             });
@@ -245,7 +260,13 @@ impl LlmService {
             .tokenizer
             .encode(&text)
             .map_err(|e| GenerateError::Internal { message: e.to_string() })?;
-        engine.submit(&req.user, ids, req.params)
+        let adapter = match adapter_name {
+            Some(name) => Some(adapters.get(name).cloned().ok_or_else(|| GenerateError::UnknownModel {
+                model: req.model.clone(),
+            })?),
+            None => None,
+        };
+        engine.submit(&req.user, ids, req.params, adapter)
     }
 
     /// Tokenizes `req`'s inputs and queues them; blocking (tokenizing), so async callers run
@@ -289,6 +310,43 @@ impl LlmService {
             truncated,
         })
     }
+}
+
+impl Served {
+    /// The model, and each of its adapters as a model of its own.
+    fn listed(&self) -> Vec<LlmModelInfo> {
+        let mut all = vec![self.info.clone()];
+        if let Kind::Chat { adapters, .. } = &self.kind {
+            all.extend(adapters.keys().map(|name| LlmModelInfo {
+                id: format!("{}:{name}", self.info.id),
+                ..self.info.clone()
+            }));
+        }
+        all
+    }
+}
+
+/// The adapters in `<model folder>/adapters/<name>/` (PEFT folders). One that does not load
+/// is logged and left out; the model serves without it.
+fn adapters_beside(model_file: &Path, cfg: &super::LlamaConfig) -> BTreeMap<String, Arc<Adapter>> {
+    let Some(dir) = model_file.parent().map(|d| d.join("adapters")) else {
+        return BTreeMap::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return BTreeMap::new();
+    };
+    let mut adapters = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().join("adapter_config.json").is_file() || name.contains(':') {
+            continue;
+        }
+        match Adapter::load(&name, &entry.path(), cfg, &candle_core::Device::Cpu) {
+            Ok(a) => drop(adapters.insert(name, Arc::new(a))),
+            Err(e) => tracing::error!(adapter = %name, error = %e, "adapter failed to load"),
+        }
+    }
+    adapters
 }
 
 /// Vectors on their way from an embedding engine.
