@@ -3,6 +3,8 @@
 //! PyTorch 2.15) into `tests/fixtures/minilm_reference.json`. Needs the model:
 //! `scripts/fetch-models`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,12 +30,7 @@ fn reference() -> Reference {
 }
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("MAAS_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.maas/models"));
-    let path = dir.join("all-minilm-l6-v2");
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models", path.display());
-    path
+    common::built_in("all-minilm-l6-v2")
 }
 
 fn model() -> EmbedModel {

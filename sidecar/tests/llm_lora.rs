@@ -3,6 +3,8 @@
 //! and without an adapter share a batch without changing each other; and adapters are served
 //! as `<model>:<adapter>`. Needs the model: `scripts/fetch-models`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,12 +16,7 @@ use maas_sidecar::llm::{model, LlamaConfig, LoadedModel, Repack, SeqCache, SeqSt
 use maas_sidecar_client::llm::{GenerateError, GenerateRequest, Prompt, SamplingParams};
 
 fn gguf() -> PathBuf {
-    let dir = std::env::var_os("MAAS_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.maas/models"));
-    let path = dir.join("smollm2-135m-instruct/model.gguf");
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models", path.display());
-    path
+    common::built_in("smollm2-135m-instruct/model.gguf")
 }
 
 /// Deterministic values in [-0.05, 0.05): a small LCG, so the test needs no RNG crate.

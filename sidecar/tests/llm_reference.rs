@@ -2,6 +2,8 @@
 //! greedy tokens recorded by `bench/llm_fixtures.sh` (llama-cpp-python 0.3.36) into
 //! `tests/fixtures/smollm2_reference.json`. Needs the model: `scripts/fetch-models`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -50,12 +52,7 @@ fn reference() -> Reference {
 }
 
 fn gguf() -> PathBuf {
-    let dir = std::env::var_os("MAAS_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.maas/models"));
-    let path = dir.join("smollm2-135m-instruct/model.gguf");
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models", path.display());
-    path
+    common::built_in("smollm2-135m-instruct/model.gguf")
 }
 
 fn loaded(repack: Repack) -> &'static LoadedModel {
