@@ -15,7 +15,12 @@ use axum::response::{IntoResponse, Response};
 
 use maas_store::records::inference::InferenceRepo;
 
-pub use observe::{Call, Outcome};
+pub use observe::{Call, Outcome, Recorded};
+
+use maas_sidecar_client::llm::{EmbedRequest, Embeddings, GenerateError, GenerateRequest, Prompt, SamplingParams};
+use maas_sidecar_client::EventStream;
+
+use crate::state::AppState;
 
 pub struct InferenceState {
     pub repo: InferenceRepo,
@@ -24,9 +29,78 @@ pub struct InferenceState {
     pub counters: counters::ModelCounters,
 }
 
+/// Starts `n` choices for each prompt, in order: prompt by prompt, choice `i` with `seed + i`.
+/// The call is observed (metered, counted, kept in history) whether it starts or is refused.
+pub async fn generate(
+    state: &AppState,
+    call: Call,
+    prompts: Vec<Prompt>,
+    params: &SamplingParams,
+    n: u32,
+) -> Result<(Vec<EventStream>, Recorded), GenerateError> {
+    let mut streams = Vec::with_capacity(prompts.len() * n as usize);
+    for prompt in prompts {
+        for i in 0..n {
+            let req = GenerateRequest {
+                model: call.model.clone(),
+                prompt: prompt.clone(),
+                params: crate::openai::params::for_choice(params, i),
+                user: call.owner.clone(),
+            };
+            match state.sidecar.generate(req).await {
+                Ok(s) => streams.push(s),
+                Err(e) => {
+                    call.finish(state, Outcome::refused(&e)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(call.observe(state, streams, n as usize))
+}
+
+/// Embeds `texts` with `model` for `owner`, observed as one call.
+pub async fn embed(
+    state: &AppState,
+    owner: &str,
+    model: &str,
+    deployment_id: Option<String>,
+    texts: Vec<String>,
+) -> Result<Embeddings, GenerateError> {
+    let call = Call {
+        owner: owner.to_string(),
+        kind: "embedding",
+        model: model.to_string(),
+        deployment_id,
+        prompt: texts.join("\n"),
+    };
+    let started = std::time::Instant::now();
+    let result = state
+        .sidecar
+        .embed(EmbedRequest {
+            model: model.to_string(),
+            inputs: texts,
+            user: owner.to_string(),
+        })
+        .await;
+    let outcome = match &result {
+        Ok(out) => Outcome {
+            prompt_tokens: out.prompt_tokens as u64,
+            latency_ms: started.elapsed().as_millis() as u64,
+            ..Outcome::default()
+        },
+        Err(e) => Outcome {
+            latency_ms: started.elapsed().as_millis() as u64,
+            ..Outcome::refused(e)
+        },
+    };
+    call.finish(state, outcome).await;
+    result
+}
+
 /// `GET /metrics`: this process's counters in Prometheus' text format, for whoever holds the
 /// system key (`Authorization: Bearer <key>`, compared in constant time).
-pub async fn metrics_endpoint(State(state): State<crate::state::AppState>, headers: HeaderMap) -> Response {
+pub async fn metrics_endpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
     use subtle::ConstantTimeEq;
     let given = headers
         .get(header::AUTHORIZATION)

@@ -1,6 +1,10 @@
 //! Every inference call is observed once, whatever surface it came through: when its streams
 //! end (or the client leaves), its tokens are metered, its deployment's counters grow, and it
-//! joins the caller's history. Recording runs in the background, off the answer's path.
+//! joins the caller's history.
+//!
+//! A whole answer is recorded before it is sent ([`Recorded::wait`]): a Lambda function is
+//! frozen once it has answered, so work left in the background might never run. A streamed
+//! answer is recorded when its streams are dropped, in the task that served them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -57,31 +61,61 @@ impl Outcome {
 }
 
 impl Call {
-    /// Watches the call's streams (`per_prompt` choices for each prompt, in order); the call
-    /// is recorded once all of them are done or dropped.
-    pub fn observe(self, state: &AppState, streams: Vec<EventStream>, per_prompt: usize) -> Vec<EventStream> {
+    /// Watches the call's streams (`per_prompt` choices for each prompt, in order). Once all
+    /// of them are done or dropped, the call is recorded: by [`Recorded::wait`] when the caller
+    /// waits for it, otherwise in the background.
+    pub fn observe(
+        self,
+        state: &AppState,
+        streams: Vec<EventStream>,
+        per_prompt: usize,
+    ) -> (Vec<EventStream>, Recorded) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let tally = Arc::new(Tally {
-            call: self,
+            call: self.clone(),
             state: state.clone(),
             started: Instant::now(),
             seen: Mutex::new(Seen::default()),
             choices: streams.len(),
             per_prompt: per_prompt.max(1),
+            waiting: Some(tx),
         });
-        streams
+        let streams = streams
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
                 let tally = tally.clone();
                 s.inspect(move |e| tally.see(i, e)).boxed()
             })
-            .collect()
+            .collect();
+        (
+            streams,
+            Recorded {
+                call: self,
+                outcome: rx,
+            },
+        )
     }
 
     /// Records a call that ended without streams: refused, or an embedding.
-    pub fn finish(self, state: &AppState, outcome: Outcome) {
-        let state = state.clone();
-        tokio::spawn(async move { record(&state, &self, &outcome).await });
+    pub async fn finish(self, state: &AppState, outcome: Outcome) {
+        record(state, &self, &outcome).await
+    }
+}
+
+/// A call whose streams are out: [`Recorded::wait`] records it once they are all dropped.
+/// Dropping this instead leaves the recording to the background.
+pub struct Recorded {
+    call: Call,
+    outcome: tokio::sync::oneshot::Receiver<Outcome>,
+}
+
+impl Recorded {
+    /// Waits for the call's streams to be dropped (the caller drops them first), then records.
+    pub async fn wait(self, state: &AppState) {
+        if let Ok(outcome) = self.outcome.await {
+            record(state, &self.call, &outcome).await
+        }
     }
 }
 
@@ -102,6 +136,8 @@ struct Tally {
     seen: Mutex<Seen>,
     choices: usize,
     per_prompt: usize,
+    /// Where a caller waits for the outcome, if one does.
+    waiting: Option<tokio::sync::oneshot::Sender<Outcome>>,
 }
 
 impl Tally {
@@ -150,6 +186,13 @@ impl Drop for Tally {
             ttft_ms: seen.ttft_ms.map(|t| t as u64),
             output: seen.output,
             error,
+        };
+        let outcome = match self.waiting.take() {
+            Some(tx) => match tx.send(outcome) {
+                Ok(()) => return,
+                Err(outcome) => outcome,
+            },
+            None => outcome,
         };
         let (state, call) = (self.state.clone(), self.call.clone());
         // Streams are dropped inside the runtime (handlers and their SSE tasks).

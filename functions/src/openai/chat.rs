@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::OpenAiError;
 use super::params::OpenAiJson;
-use super::stream::{gather_all, logprob_json, sse, start, Chunks, Head};
+use super::stream::{gather_all, logprob_json, sse, Chunks, Head};
 use crate::inference::Call;
 use crate::state::AppState;
 use crate::v1::guard::Principal;
@@ -129,12 +129,14 @@ pub async fn create(
         deployment_id: None,
         prompt: crate::inference::observe::transcript(&messages),
     };
-    let streams = start(&state, call, vec![Prompt::Chat(messages)], &params, sampling.n()).await?;
+    let (streams, recorded) =
+        crate::inference::generate(&state, call, vec![Prompt::Chat(messages)], &params, sampling.n()).await?;
     let chunks = ChatChunks(Head::new("chatcmpl", &req.model));
     if sampling.stream {
         return Ok(sse(streams, chunks, sampling.include_usage()));
     }
     let (choices, usage) = gather_all(streams).await?;
+    recorded.wait(&state).await;
     let choices: Vec<Value> = choices
         .iter()
         .enumerate()

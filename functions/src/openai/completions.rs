@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::OpenAiError;
 use super::params::OpenAiJson;
-use super::stream::{gather_all, sse, start, Chunks, Head, Usage};
+use super::stream::{gather_all, sse, Chunks, Head, Usage};
 use crate::inference::Call;
 use crate::state::AppState;
 use crate::v1::guard::Principal;
@@ -68,13 +68,14 @@ pub async fn create(
         deployment_id: None,
         prompt: text,
     };
-    let streams = start(&state, call, prompts, &params, sampling.n()).await?;
+    let (streams, recorded) = crate::inference::generate(&state, call, prompts, &params, sampling.n()).await?;
     let chunks = CompletionChunks(Head::new("cmpl", &req.model));
     if sampling.stream {
         return Ok(sse(streams, chunks, sampling.include_usage()));
     }
     let per_prompt = sampling.n() as usize;
     let (choices, _) = gather_all(streams).await?;
+    recorded.wait(&state).await;
     // Each prompt counts once toward the prompt tokens, whatever `n` is.
     let usage = Usage {
         prompt_tokens: choices.iter().step_by(per_prompt).map(|c| c.prompt_tokens).sum(),

@@ -4,13 +4,12 @@
 use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
-use maas_sidecar_client::llm::{EmbedRequest, Embeddings, GenerateError};
+use maas_sidecar_client::llm::GenerateError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
 use super::params::OpenAiBody;
-use crate::inference::{Call, Outcome};
 use crate::state::AppState;
 use crate::v1::guard::Principal;
 
@@ -113,7 +112,7 @@ pub async fn create(
 ) -> Result<Json<Value>, OpenAiError> {
     let texts = inputs(&req.input)?;
     let encoding = encoding(req.encoding_format.as_deref())?;
-    let out = embed(&state, &who.user.user_id, &req.model, None, texts)
+    let out = crate::inference::embed(&state, &who.user.user_id, &req.model, None, texts)
         .await
         .map_err(|e| match e {
             // A chat model named here: the model is what is wrong.
@@ -139,45 +138,6 @@ pub async fn create(
         "model": req.model,
         "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
     })))
-}
-
-/// Embeds `texts` with `model` for `owner`, observed as one call.
-pub async fn embed(
-    state: &AppState,
-    owner: &str,
-    model: &str,
-    deployment_id: Option<String>,
-    texts: Vec<String>,
-) -> Result<Embeddings, GenerateError> {
-    let call = Call {
-        owner: owner.to_string(),
-        kind: "embedding",
-        model: model.to_string(),
-        deployment_id,
-        prompt: texts.join("\n"),
-    };
-    let started = std::time::Instant::now();
-    let result = state
-        .sidecar
-        .embed(EmbedRequest {
-            model: model.to_string(),
-            inputs: texts,
-            user: owner.to_string(),
-        })
-        .await;
-    let outcome = match &result {
-        Ok(out) => Outcome {
-            prompt_tokens: out.prompt_tokens as u64,
-            latency_ms: started.elapsed().as_millis() as u64,
-            ..Outcome::default()
-        },
-        Err(e) => Outcome {
-            latency_ms: started.elapsed().as_millis() as u64,
-            ..Outcome::refused(e)
-        },
-    };
-    call.finish(state, outcome);
-    result
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use maas_sidecar_client::llm::{
-    FinishReason, GenerateError, GenerateEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob,
-};
+use maas_sidecar_client::llm::{FinishReason, GenerateEvent, TokenLogprob};
 use maas_sidecar_client::EventStream;
 use serde_json::{json, Value};
 
@@ -35,36 +33,6 @@ impl Head {
     pub fn object(&self, object: &str, choices: Value) -> Value {
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "system_fingerprint": null, "choices": choices})
     }
-}
-
-/// Starts `n` choices for each prompt, in order: prompt by prompt, choice `i` with `seed + i`.
-/// The call is observed (metered, counted, kept in history) whether it starts or is refused.
-pub async fn start(
-    state: &crate::state::AppState,
-    call: crate::inference::Call,
-    prompts: Vec<Prompt>,
-    params: &SamplingParams,
-    n: u32,
-) -> Result<Vec<EventStream>, GenerateError> {
-    let mut streams = Vec::with_capacity(prompts.len() * n as usize);
-    for prompt in prompts {
-        for i in 0..n {
-            let req = GenerateRequest {
-                model: call.model.clone(),
-                prompt: prompt.clone(),
-                params: super::params::for_choice(params, i),
-                user: call.owner.clone(),
-            };
-            match state.sidecar.generate(req).await {
-                Ok(s) => streams.push(s),
-                Err(e) => {
-                    call.finish(state, crate::inference::Outcome::refused(&e));
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(call.observe(state, streams, n as usize))
 }
 
 /// One choice, gathered.

@@ -248,20 +248,16 @@ pub async fn served(state: &AppState) -> Result<Vec<LlmModelInfo>, ApiError> {
     state.sidecar.llm_models().await.map_err(ApiError::internal)
 }
 
-async fn check_model(state: &AppState, model_id: &str) -> Result<(), ApiError> {
-    if served(state).await?.iter().any(|m| m.id == model_id) {
+fn check_model(models: &[LlmModelInfo], model_id: &str) -> Result<(), ApiError> {
+    if models.iter().any(|m| m.id == model_id) {
         return Ok(());
     }
     Err(ApiError::field(Code::Resource001, "model_id", "model not found"))
 }
 
+/// A deployment's status: its model's state, or `pending` while no sidecar holds it.
 fn state_name(s: Option<ModelState>) -> &'static str {
-    match s {
-        None => "pending",
-        Some(ModelState::Loading) => "loading",
-        Some(ModelState::Ready) => "ready",
-        Some(ModelState::Failed) => "failed",
-    }
+    s.map_or("pending", ModelState::as_str)
 }
 
 fn model_state(models: &[LlmModelInfo], id: &str) -> Option<ModelState> {
@@ -313,7 +309,8 @@ pub async fn create(
     check_optional("project_id", req.project_id.as_deref(), 64)?;
     let config = req.config.unwrap_or_default();
     config.check()?;
-    check_model(&state, &req.model_id).await?;
+    let models = served(&state).await?;
+    check_model(&models, &req.model_id)?;
     let now = maas_store::now_secs();
     let deployment = Deployment {
         deployment_id: uuid::Uuid::new_v4().to_string(),
@@ -335,7 +332,7 @@ pub async fn create(
         ),
         CreateError::Store(e) => ApiError::from(e),
     })?;
-    Ok(created(view(&deployment, &served(&state).await?)))
+    Ok(created(view(&deployment, &models)))
 }
 
 #[utoipa::path(get, path = "/api/v1/inference/deployments", tag = "inference", params(ListQuery),
@@ -356,12 +353,7 @@ pub async fn list(
         .collect();
     Ok(ok(DeploymentPage {
         items,
-        pagination: Pagination {
-            page,
-            limit,
-            total: all.len(),
-            pages: all.len().div_ceil(limit as usize),
-        },
+        pagination: Pagination::new(page, limit, all.len()),
     }))
 }
 
@@ -395,9 +387,10 @@ pub async fn update(
         config.check()?;
         d.config = serde_json::to_value(config).map_err(ApiError::internal)?;
     }
+    let models = served(&state).await?;
     if let Some(model) = req.model_id {
         validate::text("model_id", &model, 128)?;
-        check_model(&state, &model).await?;
+        check_model(&models, &model)?;
         d.model_id = model;
     }
     if req.model_version.is_some() {

@@ -21,7 +21,8 @@ use super::users::Pagination;
 use super::validate;
 use crate::inference::observe::transcript;
 use crate::inference::Call;
-use crate::openai::stream::{gather_all, sse, start, Chunks, Usage};
+use crate::inference::Recorded;
+use crate::openai::stream::{gather_all, sse, Chunks, Usage};
 use crate::state::AppState;
 
 /// Most items in one batch.
@@ -59,12 +60,6 @@ struct Answer {
     texts: Vec<String>,
     finish_reasons: Vec<Option<FinishReason>>,
     usage: Usage,
-}
-
-impl Answer {
-    fn usage_json(&self) -> Value {
-        self.usage.json()
-    }
 }
 
 /// The engine's refusals in the envelope.
@@ -128,19 +123,25 @@ impl Job {
         }
     }
 
-    pub(super) async fn start(self, state: &AppState, who: &Principal) -> Result<Vec<EventStream>, ApiError> {
+    /// Starts the job: its streams, and its recording to wait for once they are dropped.
+    pub(super) async fn start(
+        self,
+        state: &AppState,
+        who: &Principal,
+    ) -> Result<(Vec<EventStream>, Recorded), ApiError> {
         let field = prompt_field(&self.prompt);
         let call = self.call(who);
-        start(state, call, vec![self.prompt], &self.params, self.n)
+        crate::inference::generate(state, call, vec![self.prompt], &self.params, self.n)
             .await
             .map_err(|e| refusal(e, field))
     }
 
     async fn whole(self, state: &AppState, who: &Principal) -> Result<Answer, ApiError> {
-        let streams = self.start(state, who).await?;
+        let (streams, recorded) = self.start(state, who).await?;
         let (choices, usage) = gather_all(streams)
             .await
             .map_err(|_| ApiError::new(Code::Internal, "the model failed while answering"))?;
+        recorded.wait(state).await;
         Ok(Answer {
             id: uuid::Uuid::new_v4().to_string(),
             texts: choices.iter().map(|c| c.text.clone()).collect(),
@@ -229,7 +230,8 @@ async fn answer(
     shape: impl Fn(&Answer) -> Value,
 ) -> Result<Response, ApiError> {
     if stream {
-        let streams = job.start(state, who).await?;
+        // Recorded when the stream ends, by the task that serves it.
+        let (streams, _) = job.start(state, who).await?;
         let chunks = SeedChunks {
             id: uuid::Uuid::new_v4().to_string(),
         };
@@ -268,14 +270,14 @@ fn chat_json(a: &Answer, model: &str, deployment_id: &Option<String>) -> Value {
     let choices: Vec<Value> = (0..a.texts.len())
         .map(|i| json!({"index": i, "message": {"role": "assistant", "content": a.texts[i]}, "finish_reason": reasons(a, i)}))
         .collect();
-    json!({"id": a.id, "object": "chat.completion", "model": model, "deployment_id": deployment_id, "choices": choices, "usage": a.usage_json()})
+    json!({"id": a.id, "object": "chat.completion", "model": model, "deployment_id": deployment_id, "choices": choices, "usage": a.usage.json()})
 }
 
 fn completion_json(a: &Answer, model: &str, deployment_id: &Option<String>) -> Value {
     let choices: Vec<Value> = (0..a.texts.len())
         .map(|i| json!({"index": i, "text": a.texts[i], "finish_reason": reasons(a, i)}))
         .collect();
-    json!({"id": a.id, "object": "text_completion", "model": model, "deployment_id": deployment_id, "choices": choices, "usage": a.usage_json()})
+    json!({"id": a.id, "object": "text_completion", "model": model, "deployment_id": deployment_id, "choices": choices, "usage": a.usage.json()})
 }
 
 // ---- seed 003 §6.3–6.6: calls on a deployment ----
@@ -396,7 +398,7 @@ pub async fn embedding(
         prompt_text(&format!("texts[{i}]"), t, false)?;
     }
     let target = deployment_target(&state, &who, &req.deployment_id).await?;
-    let out = crate::openai::embeddings::embed(
+    let out = crate::inference::embed(
         &state,
         &who.user.user_id,
         &target.model,
@@ -576,12 +578,7 @@ pub async fn models(State(state): State<AppState>) -> ApiResult<ServedModels> {
         .await?
         .into_iter()
         .map(|m| ServedModel {
-            status: match m.status {
-                ModelState::Loading => "loading",
-                ModelState::Ready => "ready",
-                ModelState::Failed => "failed",
-            }
-            .into(),
+            status: m.status.as_str().into(),
             id: m.id,
             kind: m.kind,
             context_length: m.context,
@@ -747,12 +744,7 @@ pub async fn history(
         .collect();
     Ok(ok(HistoryPage {
         items,
-        pagination: Pagination {
-            page,
-            limit,
-            total,
-            pages: total.div_ceil(limit as usize),
-        },
+        pagination: Pagination::new(page, limit, total),
         retention_days: state.inference.history_days,
     }))
 }

@@ -208,11 +208,20 @@ async fn answer(socket: &mut WebSocket, state: &AppState, who: &Principal, ip: &
         Ok(x) => x,
         Err((id, e)) => return send(socket, error_json(id.as_deref(), &e)).await,
     };
-    let streams = match job.start(state, who).await {
+    let (streams, recorded) = match job.start(state, who).await {
         Ok(s) => s,
         Err(e) => return send(socket, error_json(id.as_deref(), &e)).await,
     };
-    let mut events = streams.into_iter().next().expect("one choice");
+    let events = streams.into_iter().next().expect("one choice");
+    let open = relay(socket, id.as_deref(), events).await;
+    // The stream is gone: the call is recorded before the next message is read.
+    recorded.wait(state).await;
+    open
+}
+
+/// Sends a choice's events as `delta` messages and a `done` (or `error`); `false` once the
+/// client has gone, which drops the stream and so cancels the generation.
+async fn relay(socket: &mut WebSocket, id: Option<&str>, mut events: maas_sidecar_client::EventStream) -> bool {
     while let Some(event) = events.next().await {
         let sent = match event {
             GenerateEvent::Token { text, .. } if text.is_empty() => true,
@@ -234,10 +243,9 @@ async fn answer(socket: &mut WebSocket, state: &AppState, who: &Principal, ip: &
             }
             GenerateEvent::Failed { .. } => {
                 let e = ApiError::new(Code::Internal, "the model failed while answering");
-                return send(socket, error_json(id.as_deref(), &e)).await;
+                return send(socket, error_json(id, &e)).await;
             }
         };
-        // The client went away: dropping the stream cancels the generation.
         if !sent {
             return false;
         }
@@ -287,4 +295,24 @@ async fn read_chat(state: &AppState, who: &Principal, ip: &str, text: &str) -> R
     };
     let (params, _) = params_of(&target, &parameters).map_err(fail)?;
     Ok((id.clone(), Job::chat(target, Prompt::Chat(list), params)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_the_connection_limit_and_a_closed_one_frees_its_place() {
+        let open = Arc::new(Connections::default());
+        let mut held: Vec<Held> = (0..MAX_CONNECTIONS).map(|_| open.hold("u").unwrap()).collect();
+        assert!(open.hold("u").is_none());
+        assert!(open.hold("v").is_some(), "another user has places of their own");
+        held.pop();
+        assert!(open.hold("u").is_some());
+        drop(held);
+        assert!(
+            !open.0.lock().unwrap().contains_key("u"),
+            "no count stays behind for a user with none open"
+        );
+    }
 }

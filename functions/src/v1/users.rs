@@ -36,6 +36,17 @@ pub struct Pagination {
     pub pages: usize,
 }
 
+impl Pagination {
+    pub fn new(page: u32, limit: u32, total: usize) -> Pagination {
+        Pagination {
+            page,
+            limit,
+            total,
+            pages: total.div_ceil(limit as usize),
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct UserPage {
     pub items: Vec<Profile>,
@@ -54,15 +65,7 @@ async fn view(state: &AppState, user: &User) -> Result<Profile, ApiError> {
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery),
     responses((status = 200, body = super::envelope::Envelope<UserPage>)))]
 pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<UserPage> {
-    let page = q.page.unwrap_or(1);
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=MAX_PAGE).contains(&page) {
-        let message = format!("page must be 1 to {MAX_PAGE}");
-        return Err(ApiError::field(Code::Validation003, "page", message));
-    }
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field(Code::Validation003, "limit", "limit must be 1 to 100"));
-    }
+    let (page, limit) = super::params::page(q.page, q.limit, MAX_PAGE)?;
     let needle = q.search.unwrap_or_default().to_lowercase();
     let users: Vec<User> = state
         .v1
@@ -83,12 +86,7 @@ pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery
     let items = futures::future::try_join_all(shown.map(|u| view(&state, u))).await?;
     Ok(ok(UserPage {
         items,
-        pagination: Pagination {
-            page,
-            limit,
-            total,
-            pages: total.div_ceil(limit as usize),
-        },
+        pagination: Pagination::new(page, limit, total),
     }))
 }
 

@@ -166,6 +166,16 @@ pub enum ModelState {
     Failed,
 }
 
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loading => "loading",
+            ModelState::Ready => "ready",
+            ModelState::Failed => "failed",
+        }
+    }
+}
+
 /// Texts to embed with one model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbedRequest {
