@@ -1,15 +1,17 @@
 //! Language models: one Llama-family implementation of our own on candle.
 //!
-//! - `tokenizer`: text to ids and back, from GGUF metadata; UTF-8-safe streaming decode.
+//! - `tokenizer`: text to ids and back, from GGUF metadata or `tokenizer.json`; UTF-8-safe
+//!   streaming decode.
 //! - `model`: the forward pass over a packed batch of sequences at different positions.
 //! - `kv`: each sequence's key/value cache.
 //! - `lora`: PEFT LoRA adapters, applied per sequence within a batch.
-//! - `weights`: opening a model folder or file.
+//! - `weights`: opening a model file (GGUF) or folder; `hf`: Hugging Face folders.
 //! - `template`: chat templates from the model's metadata.
 //! - `sampler`: logits to a token; `stop`: stop strings across token boundaries.
 //! - `sequence`: one request; `scheduler`: who runs each step; `engine`: the loop.
 
 pub mod engine;
+pub mod hf;
 pub mod kv;
 pub mod lora;
 pub mod model;

@@ -158,8 +158,9 @@ pub struct Llama {
 pub enum Repack {
     /// As stored in the file.
     AsStored,
-    /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1) become Q8_0, which
-    /// has one: twice the bytes of Q4_1, and values within Q8_0's rounding of the original.
+    /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1, and the dense
+    /// f32/f16/bf16 of safetensors) become Q8_0, which has one: twice the bytes of Q4_1, and
+    /// values within Q8_0's rounding of the original.
     SlowToQ8_0,
     /// Every matmul weight dequantized to f32 (8x the bytes of Q4): exact values, and matmuls
     /// as dense GEMMs, which batch and prefill well.
@@ -227,9 +228,19 @@ impl Llama {
         threads: usize,
     ) -> Result<Llama> {
         let cfg = LlamaConfig::from_gguf(ct)?;
+        Llama::load(cfg, &mut GgufTensors { ct, reader }, device, repack, threads)
+    }
+
+    /// Loads the weights of a model of `cfg`'s sizes from `source`.
+    pub(super) fn load(
+        cfg: LlamaConfig,
+        source: &mut dyn Source,
+        device: &Device,
+        repack: Repack,
+        threads: usize,
+    ) -> Result<Llama> {
         let mut file = Tensors {
-            ct,
-            reader,
+            source,
             device,
             repack,
             parts: threads.max(1),
@@ -253,9 +264,9 @@ impl Llama {
         let norm = file.dense("output_norm.weight")?;
         // Models with tied embeddings have no output.weight: the embedding is the head.
         let lm_head = Linear {
-            quant: match ct.tensor_infos.contains_key("output.weight") {
+            quant: match file.source.has("output.weight") {
                 true => file.matmul("output.weight")?,
-                false => split_rows(&embed, file.parts)?,
+                false => split_rows(&repacked(embed.clone(), repack)?, file.parts)?,
             },
             dense: None,
         };
@@ -400,20 +411,43 @@ impl Llama {
     }
 }
 
-/// A GGUF file's tensors, read by name.
-struct Tensors<'a, R> {
+/// Where a model's tensors come from, each asked for by its llama.cpp (GGUF) name, in
+/// llama.cpp's layout.
+pub(super) trait Source {
+    fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor>;
+    /// Whether the model has tensor `name` (models with tied embeddings have no output.weight).
+    fn has(&self, name: &str) -> bool;
+}
+
+/// A GGUF file's tensors.
+struct GgufTensors<'a, R> {
     ct: &'a Content,
     reader: &'a mut R,
+}
+
+impl<R: std::io::Read + std::io::Seek> Source for GgufTensors<'_, R> {
+    fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        Ok(self.ct.tensor(self.reader, name, device)?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.ct.tensor_infos.contains_key(name)
+    }
+}
+
+/// A source's tensors, in the forms the forward pass runs on.
+struct Tensors<'a> {
+    source: &'a mut dyn Source,
     device: &'a Device,
     repack: Repack,
     /// Parts each quantized weight is split into: the engine's threads.
     parts: usize,
 }
 
-impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
+impl Tensors<'_> {
     fn tensor(&mut self, name: &str) -> Result<QTensor> {
-        self.ct
-            .tensor(self.reader, name, self.device)
+        self.source
+            .tensor(name, self.device)
             .with_context(|| format!("loading {name}"))
     }
 
@@ -423,7 +457,7 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
         if self.repack == Repack::F32 {
             return Ok(vec![QMatMul::Tensor(w.dequantize(self.device)?)]);
         }
-        split_rows(&Arc::new(repacked(w, self.repack)?), self.parts)
+        split_rows(&repacked(Arc::new(w), self.repack)?, self.parts)
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -436,7 +470,7 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
         let w = self.tensor(name)?;
         let dense = w.dequantize(self.device)?;
         Ok(Linear {
-            quant: split_rows(&Arc::new(repacked(w, Repack::SlowToQ8_0)?), self.parts)?,
+            quant: split_rows(&repacked(Arc::new(w), Repack::SlowToQ8_0)?, self.parts)?,
             dense: Some(dense),
         })
     }
@@ -491,11 +525,16 @@ fn split_rows(w: &Arc<QTensor>, parts: usize) -> Result<Vec<QMatMul>> {
         .collect()
 }
 
-fn repacked(w: QTensor, repack: Repack) -> Result<QTensor> {
-    let slow = matches!(w.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+fn repacked(w: Arc<QTensor>, repack: Repack) -> Result<Arc<QTensor>> {
+    // Q4_1, Q5_0 and Q5_1 have no vectorised CPU kernel in candle; dense weights (from
+    // safetensors) have only a GEMM, which reads 4 bytes a weight for every generated token.
+    let slow = matches!(
+        w.dtype(),
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+    );
     if matches!(repack, Repack::SlowToQ8_0 | Repack::Mixed) && slow {
         let dense = w.dequantize(&w.device())?;
-        return Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?);
+        return Ok(Arc::new(QTensor::quantize(&dense, GgmlDType::Q8_0)?));
     }
     Ok(w)
 }

@@ -51,7 +51,8 @@ enum Kind {
 
 /// What a model folder holds.
 enum Source {
-    Gguf(PathBuf),
+    /// A language model: a GGUF file, or a Hugging Face folder.
+    Llm(PathBuf),
     Embedder(PathBuf),
 }
 
@@ -75,7 +76,8 @@ impl LlmService {
     }
 
     /// Starts loading every model under `dir`, each on its own thread: `<id>/model.gguf` is a
-    /// language model, `<id>/` with a BERT `config.json` an embedding model.
+    /// language model, `<id>/` with a BERT `config.json` an embedding model, and `<id>/` with
+    /// another `config.json` and safetensors a language model in Hugging Face's layout.
     pub fn load_dir(self: &Arc<Self>, dir: &Path) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             tracing::warn!(dir = %dir.display(), "no models folder; serving no model");
@@ -85,16 +87,18 @@ impl LlmService {
             let id = entry.file_name().to_string_lossy().into_owned();
             let gguf = entry.path().join("model.gguf");
             if gguf.is_file() {
-                self.start(id, Source::Gguf(gguf));
+                self.start(id, Source::Llm(gguf));
             } else if crate::embed::is_embedding_model(&entry.path()) {
                 self.start(id, Source::Embedder(entry.path()));
+            } else if super::hf::is_model_dir(&entry.path()) {
+                self.start(id, Source::Llm(entry.path()));
             }
         }
     }
 
-    /// Loads a GGUF file as model `id`, in the background.
+    /// Loads a GGUF file or a Hugging Face folder as model `id`, in the background.
     pub fn load(self: &Arc<Self>, id: String, path: PathBuf) {
-        self.start(id, Source::Gguf(path));
+        self.start(id, Source::Llm(path));
     }
 
     /// Loads a sentence-transformers folder as embedding model `id`, in the background.
@@ -110,7 +114,7 @@ impl LlmService {
         let this = self.clone();
         std::thread::spawn(move || {
             let opened = match &source {
-                Source::Gguf(path) => this.open(&id, path),
+                Source::Llm(path) => this.open(&id, path),
                 Source::Embedder(dir) => this.open_embedder(&id, dir),
             };
             let slot = match opened {
@@ -128,14 +132,14 @@ impl LlmService {
     }
 
     fn open(&self, id: &str, path: &Path) -> anyhow::Result<Served> {
-        let model = Arc::new(LoadedModel::gguf(
+        let model = Arc::new(LoadedModel::open(
             path,
             &candle_core::Device::Cpu,
             self.cfg.weights,
             self.cfg.threads,
         )?);
         let tok = &model.tokenizer;
-        let name = |t: Option<u32>| t.map(|t| String::from_utf8_lossy(tok.token_bytes(t)).into_owned());
+        let name = |t: Option<u32>| t.and_then(|t| tok.special_text(t));
         let template = match &model.chat_template {
             Some(src) => Some(ChatTemplate::new(
                 src,
@@ -328,8 +332,10 @@ impl Served {
 
 /// The adapters in `<model folder>/adapters/<name>/` (PEFT folders). One that does not load
 /// is logged and left out; the model serves without it.
-fn adapters_beside(model_file: &Path, cfg: &super::LlamaConfig) -> BTreeMap<String, Arc<Adapter>> {
-    let Some(dir) = model_file.parent().map(|d| d.join("adapters")) else {
+fn adapters_beside(model: &Path, cfg: &super::LlamaConfig) -> BTreeMap<String, Arc<Adapter>> {
+    // A GGUF file's folder, or the Hugging Face folder itself.
+    let folder = if model.is_dir() { Some(model) } else { model.parent() };
+    let Some(dir) = folder.map(|d| d.join("adapters")) else {
         return BTreeMap::new();
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -7,9 +7,11 @@
 //! are llama.cpp's for each `pre` name.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -130,6 +132,67 @@ impl Tokenizer {
         })
     }
 
+    /// From a Hugging Face `tokenizer.json`, with the `bos` and `eos` strings its
+    /// `tokenizer_config.json` names. Byte-level BPE and SentencePiece-style vocabularies
+    /// (`▁` for spaces, `<0x0A>` byte tokens) both decode to bytes.
+    pub fn from_hf(path: &Path, bos: Option<&str>, eos: Option<&str>) -> Result<Tokenizer> {
+        let inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let byte_level = matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_)));
+        let added = inner.get_added_tokens_decoder();
+        let bytes = (0..inner.get_vocab_size(true) as u32)
+            .map(|id| match (added.get(&id), inner.id_to_token(id)) {
+                (Some(t), _) if t.special => Vec::new(),
+                (Some(t), _) => t.content.clone().into_bytes(),
+                (None, Some(t)) if byte_level => byte_level_bytes(&t),
+                (None, Some(t)) => sentencepiece_bytes(&t),
+                (None, None) => Vec::new(),
+            })
+            .collect();
+        let id = |t: Option<&str>, what: &str| -> Result<Option<u32>> {
+            t.map(|t| {
+                inner
+                    .token_to_id(t)
+                    .with_context(|| format!("{what} token {t:?} is not in the vocabulary"))
+            })
+            .transpose()
+        };
+        let bos = id(bos, "bos")?;
+        let eos = id(eos, "eos")?.context("tokenizer_config.json names no eos_token")?;
+        // The post-processor decides whether prompts start with bos (Llama's does, SmolLM's not).
+        let add_bos = match bos {
+            Some(b) => {
+                inner
+                    .encode_fast("", true)
+                    .map_err(anyhow::Error::msg)?
+                    .get_ids()
+                    .first()
+                    == Some(&b)
+            }
+            None => false,
+        };
+        Ok(Tokenizer {
+            inner,
+            bytes,
+            bos,
+            eos,
+            add_bos,
+        })
+    }
+
+    /// Writes this tokenizer as a Hugging Face `tokenizer.json` (a GGUF model saved in Hugging
+    /// Face's layout keeps its exact tokenization).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    }
+
+    /// The written form of special token `id` (`<|im_end|>`), for chat templates.
+    pub fn special_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// The ids of `text`. Special tokens written in it (`<|im_start|>`) become their ids, as a
     /// rendered chat template needs; `bos` leads when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -217,6 +280,16 @@ fn byte_level_bytes(token: &str) -> Vec<u8> {
     })
 }
 
+/// SentencePiece's pieces: `▁` is a space and `<0xHH>` a single byte.
+fn sentencepiece_bytes(token: &str) -> Vec<u8> {
+    if let Some(hex) = token.strip_prefix("<0x").and_then(|t| t.strip_suffix('>')) {
+        if let Ok(b) = u8::from_str_radix(hex, 16) {
+            return vec![b];
+        }
+    }
+    token.replace('\u{2581}', " ").into_bytes()
+}
+
 fn gpt2_unicode_to_byte() -> HashMap<char, u8> {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut shifted = 0u32;
@@ -244,6 +317,14 @@ mod tests {
         assert_eq!(m[&'Ġ'], b' ');
         assert_eq!(m[&'Ċ'], b'\n');
         assert_eq!(m[&'A'], b'A');
+    }
+
+    #[test]
+    fn sentencepiece_pieces_become_their_bytes() {
+        assert_eq!(sentencepiece_bytes("\u{2581}Hello"), b" Hello");
+        assert_eq!(sentencepiece_bytes("<0x0A>"), b"\n");
+        assert_eq!(sentencepiece_bytes("<0xE4>"), [0xE4]);
+        assert_eq!(sentencepiece_bytes("<0xZZ>"), b"<0xZZ>");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Opening a language model's files: a GGUF file holds weights, sizes and tokenizer together.
+//! Opening a language model: a GGUF file (weights, sizes and tokenizer together) or a Hugging
+//! Face folder (`config.json`, safetensors, `tokenizer.json`).
 
 use std::path::Path;
 
@@ -6,7 +7,7 @@ use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
 
-use super::{Llama, Repack, Tokenizer};
+use super::{hf, Llama, Repack, Tokenizer};
 
 /// A model ready to run: weights and the tokenizer that goes with them.
 pub struct LoadedModel {
@@ -17,6 +18,14 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Loads `path`: a GGUF file, or a Hugging Face folder.
+    pub fn open(path: &Path, device: &Device, repack: Repack, threads: usize) -> Result<LoadedModel> {
+        match path.is_dir() {
+            true => LoadedModel::hf(path, device, repack, threads),
+            false => LoadedModel::gguf(path, device, repack, threads),
+        }
+    }
+
     /// Loads a GGUF file, its matmuls split for `threads`.
     pub fn gguf(path: &Path, device: &Device, repack: Repack, threads: usize) -> Result<LoadedModel> {
         let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -31,6 +40,25 @@ impl LoadedModel {
             model,
             tokenizer,
             chat_template,
+        })
+    }
+
+    /// Loads a Hugging Face folder (f32, f16 or bf16 safetensors), its matmuls held as
+    /// `repack` says for dense weights.
+    pub fn hf(dir: &Path, device: &Device, repack: Repack, threads: usize) -> Result<LoadedModel> {
+        let cfg = hf::read_config(dir)?;
+        let tok_cfg = hf::read_tokenizer_config(dir)?;
+        let tokenizer = Tokenizer::from_hf(
+            &dir.join("tokenizer.json"),
+            tok_cfg.bos.as_deref(),
+            tok_cfg.eos.as_deref(),
+        )?;
+        let mut tensors = hf::Tensors::open(dir, &cfg)?;
+        let model = Llama::load(cfg.llama, &mut tensors, device, repack, threads)?;
+        Ok(LoadedModel {
+            model,
+            tokenizer,
+            chat_template: tok_cfg.chat_template,
         })
     }
 }
