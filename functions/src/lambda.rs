@@ -22,7 +22,11 @@ pub async fn serve_route(name: &str) -> Result<(), lambda_http::Error> {
     let config = ApiConfig::from_env()?;
     let stores = Stores::open(&config.store).await?;
     let app = routes::router(AppState::new(&stores, &config).await?, [route]);
-    lambda_http::run(app).await
+    match route.streams() {
+        // Invoked through a function URL in RESPONSE_STREAM mode (infra/template.yaml).
+        true => lambda_http::run_with_streaming_response(app).await,
+        false => lambda_http::run(app).await,
+    }
 }
 
 /// Declares a Lambda binary's `main` for the route named like the binary.

@@ -539,6 +539,22 @@ pub static ROUTES: &[Route] = &[
     ),
 ];
 
+/// The routes whose answers may stream (SSE). In AWS each runs under Lambda response streaming
+/// behind a function URL, reached through the stack's CloudFront front door: API Gateway's HTTP
+/// API buffers a whole response, which would hold every token back to the end.
+pub const STREAMING: &[&str] = &[
+    "openai-chat-completions",
+    "openai-completions",
+    "v1-inference-chat",
+    "v1-inference-completion",
+];
+
+impl Route {
+    pub fn streams(&self) -> bool {
+        STREAMING.contains(&self.name)
+    }
+}
+
 pub fn find(name: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.name == name)
 }

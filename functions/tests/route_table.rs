@@ -35,20 +35,50 @@ fn functions(t: &Value) -> BTreeMap<String, (String, String, String)> {
         let binary = res["Metadata"]["BuildProperties"]["Binary"]
             .as_str()
             .unwrap_or_else(|| panic!("{id} has no Binary"));
-        let events = res["Properties"]["Events"]
-            .as_mapping()
-            .unwrap_or_else(|| panic!("{id} has no events"));
-        assert_eq!(events.len(), 1, "{id} has exactly one event");
-        let ev = events.values().next().unwrap();
-        assert_eq!(ev["Type"].as_str(), Some("HttpApi"), "{id}");
-        let method = ev["Properties"]["Method"].as_str().unwrap().to_uppercase();
-        let path = ev["Properties"]["Path"].as_str().unwrap().to_string();
+        let (method, path) = match res["Properties"]["FunctionUrlConfig"]["InvokeMode"].as_str() {
+            Some(mode) => {
+                // A streaming route: a function URL, reached through the front door.
+                assert_eq!(mode, "RESPONSE_STREAM", "{id}");
+                assert!(res["Properties"]["Events"].is_null(), "{id} streams: no HTTP API event");
+                let route = &res["Metadata"]["Route"];
+                let path = route["Path"].as_str().unwrap().to_string();
+                assert!(front_door_sends(t, &path, &id), "the front door sends {path} to {id}");
+                (route["Method"].as_str().unwrap().to_uppercase(), path)
+            }
+            None => {
+                let events = res["Properties"]["Events"]
+                    .as_mapping()
+                    .unwrap_or_else(|| panic!("{id} has no events"));
+                assert_eq!(events.len(), 1, "{id} has exactly one event");
+                let ev = events.values().next().unwrap();
+                assert_eq!(ev["Type"].as_str(), Some("HttpApi"), "{id}");
+                let method = ev["Properties"]["Method"].as_str().unwrap().to_uppercase();
+                (method, ev["Properties"]["Path"].as_str().unwrap().to_string())
+            }
+        };
         assert!(
             out.insert(binary.to_string(), (id, method, path)).is_none(),
             "two functions build {binary}"
         );
     }
     out
+}
+
+/// Whether the CloudFront front door has a behaviour for `path` whose origin is `function`'s URL.
+fn front_door_sends(t: &Value, path: &str, function: &str) -> bool {
+    let config = &t["Resources"]["Front"]["Properties"]["DistributionConfig"];
+    let Some(behaviours) = config["CacheBehaviors"].as_sequence() else {
+        return false;
+    };
+    let Some(b) = behaviours.iter().find(|b| b["PathPattern"].as_str() == Some(path)) else {
+        return false;
+    };
+    let origin = b["TargetOriginId"].as_str().unwrap_or_default();
+    config["Origins"].as_sequence().unwrap().iter().any(|o| {
+        o["Id"].as_str() == Some(origin)
+            && o["DomainName"]["Fn::Select"][1]["Fn::Split"][1]["Fn::GetAtt"][0].as_str()
+                == Some(&format!("{function}Url"))
+    })
 }
 
 #[test]
@@ -60,6 +90,12 @@ fn the_template_has_exactly_one_function_per_route() {
             .get(r.name)
             .unwrap_or_else(|| panic!("no function builds {}", r.name));
         assert_eq!((method.as_str(), path.as_str()), (r.method, r.path), "{id}");
+        let streams = template()["Resources"][id.as_str()]["Properties"]["FunctionUrlConfig"].is_mapping();
+        assert_eq!(
+            streams,
+            r.streams(),
+            "{id}: streams in the template as in the route table"
+        );
     }
 }
 

@@ -133,7 +133,7 @@ pub async fn create(
         crate::inference::generate(&state, call, vec![Prompt::Chat(messages)], &params, sampling.n()).await?;
     let chunks = ChatChunks(Head::new("chatcmpl", &req.model));
     if sampling.stream {
-        return Ok(sse(streams, chunks, sampling.include_usage()));
+        return Ok(sse(streams, chunks, sampling.include_usage(), (recorded, state)));
     }
     let (choices, usage) = gather_all(streams).await?;
     recorded.wait(&state).await;

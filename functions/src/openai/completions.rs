@@ -71,7 +71,7 @@ pub async fn create(
     let (streams, recorded) = crate::inference::generate(&state, call, prompts, &params, sampling.n()).await?;
     let chunks = CompletionChunks(Head::new("cmpl", &req.model));
     if sampling.stream {
-        return Ok(sse(streams, chunks, sampling.include_usage()));
+        return Ok(sse(streams, chunks, sampling.include_usage(), (recorded, state)));
     }
     let per_prompt = sampling.n() as usize;
     let (choices, _) = gather_all(streams).await?;

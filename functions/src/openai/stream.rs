@@ -12,6 +12,8 @@ use maas_sidecar_client::EventStream;
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
+use crate::inference::Recorded;
+use crate::state::AppState;
 
 /// What a completion object and each of its chunks say about themselves.
 pub struct Head {
@@ -133,7 +135,16 @@ pub trait Chunks: Send + Sync + 'static {
 }
 
 /// Streams every choice as SSE. Chunks of different choices interleave as they are made.
-pub fn sse(streams: Vec<EventStream>, chunks: impl Chunks, include_usage: bool) -> Response {
+///
+/// The call is recorded before the last chunk goes out, so the stream's end means the call is
+/// metered and in the history. That matters in Lambda, where an instance may freeze as soon as
+/// its response ends, taking any work left in the background with it.
+pub fn sse(
+    streams: Vec<EventStream>,
+    chunks: impl Chunks,
+    include_usage: bool,
+    (recorded, state): (Recorded, AppState),
+) -> Response {
     let n = streams.len();
     let tagged = streams
         .into_iter()
@@ -182,6 +193,8 @@ pub fn sse(streams: Vec<EventStream>, chunks: impl Chunks, include_usage: bool) 
                 }
             }
         }
+        drop(merged);
+        recorded.wait(&state).await;
         if include_usage {
             tx.send(chunks.usage(usage).to_string()).await?;
         }

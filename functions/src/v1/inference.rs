@@ -230,12 +230,11 @@ async fn answer(
     shape: impl Fn(&Answer) -> Value,
 ) -> Result<Response, ApiError> {
     if stream {
-        // Recorded when the stream ends, by the task that serves it.
-        let (streams, _) = job.start(state, who).await?;
+        let (streams, recorded) = job.start(state, who).await?;
         let chunks = SeedChunks {
             id: uuid::Uuid::new_v4().to_string(),
         };
-        return Ok(sse(streams, chunks, true));
+        return Ok(sse(streams, chunks, true, (recorded, state.clone())));
     }
     let answer = job.whole(state, who).await?;
     Ok(ok(shape(&answer)).into_response())
