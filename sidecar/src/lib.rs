@@ -39,7 +39,17 @@ pub struct SidecarConfig {
     pub worker: WorkerConfig,
     /// Language models to serve: every `<id>/model.gguf` in this folder.
     pub models_dir: Option<std::path::PathBuf>,
+    /// Models in the bucket, loaded on demand.
+    pub remote_models: Option<RemoteModelsConfig>,
     pub engine: llm::engine::EngineConfig,
+}
+
+/// Where in the bucket models are kept, where they are copied, and the memory they may take.
+#[derive(Clone, Debug)]
+pub struct RemoteModelsConfig {
+    pub prefix: String,
+    pub cache_dir: std::path::PathBuf,
+    pub budget_bytes: u64,
 }
 
 impl SidecarConfig {
@@ -54,6 +64,7 @@ impl SidecarConfig {
             head_timeout: Duration::from_secs(30),
             worker: WorkerConfig::default(),
             models_dir: None,
+            remote_models: None,
             engine: llm::engine::EngineConfig::default(),
         }
     }
@@ -89,6 +100,16 @@ pub fn device() -> Device {
     Device::Cpu
 }
 
+/// Keeps the list of the bucket's models current: new ones can be asked for within a minute.
+async fn list_bucket_models(remote: Arc<llm::remote::RemoteModels>) {
+    loop {
+        if let Err(e) = remote.refresh().await {
+            tracing::warn!(error = %e, "could not list the bucket's models");
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
 /// A running sidecar. Dropping it does not stop it; abort the tasks to do that.
 pub struct Sidecar {
     /// Where it serves HTTP; `None` when it was started without a listener.
@@ -104,9 +125,21 @@ impl Sidecar {
     pub async fn start(stores: &Stores, listener: Option<TcpListener>, cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
         let device = device();
         let cache = Arc::new(cache::ModelCache::new(cfg.cache_models, device.clone()));
-        let llm = llm::service::LlmService::new(cfg.engine.clone());
+        let remote = cfg.remote_models.as_ref().map(|r| {
+            Arc::new(llm::remote::RemoteModels::new(
+                stores.blobs.clone(),
+                &r.prefix,
+                r.cache_dir.clone(),
+                r.budget_bytes,
+            ))
+        });
+        let llm = llm::service::LlmService::with_remote(cfg.engine.clone(), remote.clone());
         if let Some(dir) = &cfg.models_dir {
             llm.load_dir(dir);
+        }
+        let mut tasks = Vec::new();
+        if let Some(remote) = remote {
+            tasks.push(tokio::spawn(list_bucket_models(remote)));
         }
         let state = Arc::new(server::ServerState {
             secret: cfg.secret.clone(),
@@ -118,10 +151,7 @@ impl Sidecar {
             llm,
         });
         let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
-        let mut tasks: Vec<_> = listener
-            .map(|l| tokio::spawn(server::serve(l, state.clone(), cfg.head_timeout)))
-            .into_iter()
-            .collect();
+        tasks.extend(listener.map(|l| tokio::spawn(server::serve(l, state.clone(), cfg.head_timeout))));
         let instance = uuid::Uuid::new_v4().simple().to_string();
         for i in 0..cfg.trainers {
             let w = worker::Worker {

@@ -25,6 +25,14 @@ struct Args {
     llm: maas_sidecar::llm::engine::LlmArgs,
     #[arg(long, env = "MAAS_TRAINERS", default_value_t = 1)]
     trainers: usize,
+    /// Also serve the models kept in the bucket under this prefix (`<prefix><id>/model.gguf`,
+    /// or a model folder), each copied to `<data-dir>/models` and loaded when first asked for.
+    #[arg(long, env = "MAAS_MODELS_PREFIX")]
+    models_prefix: Option<String>,
+    /// Memory for loaded weights, in MiB, with `--models-prefix`: past it, the least recently
+    /// used idle models are unloaded.
+    #[arg(long, env = "MAAS_MODELS_MEMORY_MIB", default_value_t = 8192)]
+    models_memory_mib: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,7 +45,9 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let store = match args.store.as_str() {
-        "embedded" => StoreConfig::Embedded { dir: args.data_dir },
+        "embedded" => StoreConfig::Embedded {
+            dir: args.data_dir.clone(),
+        },
         _ => StoreConfig::Aws {
             table: args.table,
             bucket: args.bucket,
@@ -48,6 +58,11 @@ async fn run() -> anyhow::Result<()> {
     cfg.worker = args.training.worker_config();
     cfg.engine = args.llm.engine_config();
     cfg.models_dir = args.llm.models_dir.clone();
+    cfg.remote_models = args.models_prefix.map(|prefix| maas_sidecar::RemoteModelsConfig {
+        prefix,
+        cache_dir: args.data_dir.join("models"),
+        budget_bytes: args.models_memory_mib << 20,
+    });
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;

@@ -106,6 +106,8 @@ struct Shared {
     /// queue the bound applies to.
     waiting: AtomicUsize,
     stop: AtomicBool,
+    /// Held by every sequence submitted and not yet dropped: in the inbox, waiting, or running.
+    in_flight: Arc<()>,
 }
 
 impl Engine {
@@ -115,6 +117,7 @@ impl Engine {
             wake: Condvar::new(),
             waiting: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            in_flight: Arc::new(()),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads.max(1))
@@ -140,6 +143,11 @@ impl Engine {
 
     /// Queues `prompt` for generation. Events arrive on the receiver; dropping it cancels the
     /// request within a step.
+    /// Whether no sequence is in flight.
+    pub fn idle(&self) -> bool {
+        Arc::strong_count(&self.shared.in_flight) == 1
+    }
+
     pub fn submit(
         &self,
         user: &str,
@@ -164,7 +172,8 @@ impl Engine {
         }
         let (tx, rx) = unbounded_channel();
         let cache = SeqCache::new(&self.model.model.cfg);
-        let seq = Sequence::new(user.to_string(), prompt, params, cache, tx, adapter);
+        let mut seq = Sequence::new(user.to_string(), prompt, params, cache, tx, adapter);
+        seq.in_flight = Some(self.shared.in_flight.clone());
         let mut inbox = self.shared.inbox.lock().expect("inbox lock");
         if inbox.len() + self.shared.waiting.load(Ordering::SeqCst) >= self.max_waiting {
             return Err(GenerateError::QueueFull);

@@ -6,6 +6,7 @@
 //! - `kv`: each sequence's key/value cache.
 //! - `lora`: PEFT LoRA adapters, applied per sequence within a batch.
 //! - `weights`: opening a model file (GGUF) or folder; `hf`: Hugging Face folders.
+//! - `remote`: models kept in the bucket, copied to disk when first asked for.
 //! - `template`: chat templates from the model's metadata.
 //! - `sampler`: logits to a token; `stop`: stop strings across token boundaries.
 //! - `sequence`: one request; `scheduler`: who runs each step; `engine`: the loop.
@@ -15,6 +16,7 @@ pub mod hf;
 pub mod kv;
 pub mod lora;
 pub mod model;
+pub mod remote;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;

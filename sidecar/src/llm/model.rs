@@ -219,6 +219,35 @@ impl Llama {
         }
     }
 
+    /// The bytes the weights take in memory, in every form they are held.
+    pub fn weight_bytes(&self) -> u64 {
+        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let linear = |l: &Linear| {
+            let quant: u64 = l
+                .quant
+                .iter()
+                .map(|q| match q {
+                    QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor(t),
+                })
+                .sum();
+            quant + l.dense.as_ref().map_or(0, tensor)
+        };
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .into_iter()
+                    .map(linear)
+                    .sum::<u64>()
+                    + tensor(&l.attn_norm)
+                    + tensor(&l.ffn_norm)
+            })
+            .sum();
+        layers + self.embed.storage_size_in_bytes() as u64 + linear(&self.lm_head) + tensor(&self.norm)
+    }
+
     /// Loads a GGUF file's weights (llama.cpp tensor names).
     pub fn from_gguf<R: std::io::Read + std::io::Seek>(
         ct: &Content,

@@ -26,6 +26,8 @@ pub struct Sequence {
     submitted: Instant,
     first_token: Option<Instant>,
     adapter: Option<std::sync::Arc<super::lora::Adapter>>,
+    /// The engine's in-flight count, held until this sequence is dropped.
+    pub in_flight: Option<std::sync::Arc<()>>,
 }
 
 impl Sequence {
@@ -51,6 +53,7 @@ impl Sequence {
             submitted: Instant::now(),
             first_token: None,
             adapter,
+            in_flight: None,
         }
     }
 

@@ -1,9 +1,10 @@
 //! The models one sidecar serves, language and embedding: found in a models folder, loaded in
 //! the background (`loading`, then `ready` or `failed`), and asked for by id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use maas_sidecar_client::llm::{
     EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, ModelState, Prompt,
@@ -13,6 +14,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::embed::{EmbedConfig, EmbedEngine, EmbedModel};
 
 use super::lora::Adapter;
+use super::remote::RemoteModels;
 
 use super::engine::{Engine, EngineConfig};
 use super::template::{ChatTemplate, Message};
@@ -35,6 +37,8 @@ enum Slot {
 struct Served {
     kind: Kind,
     info: LlmModelInfo,
+    /// The weights' bytes in memory, counted against a remote budget.
+    bytes: u64,
 }
 
 // One per served model, behind an `Arc`: the variants' sizes do not matter.
@@ -60,10 +64,21 @@ pub struct LlmService {
     slots: RwLock<BTreeMap<String, Slot>>,
     cfg: EngineConfig,
     embed_cfg: EmbedConfig,
+    /// Models in the bucket, loaded when first asked for (a sidecar fleet in AWS).
+    remote: Option<Arc<RemoteModels>>,
+    /// When each model was last asked for: the least recent idle one is unloaded first.
+    used: Mutex<HashMap<String, Instant>>,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl LlmService {
     pub fn new(cfg: EngineConfig) -> Arc<LlmService> {
+        LlmService::with_remote(cfg, None)
+    }
+
+    /// A service that also loads models from the bucket on demand. Call from within a Tokio
+    /// runtime: copies from the bucket run on it.
+    pub fn with_remote(cfg: EngineConfig, remote: Option<Arc<RemoteModels>>) -> Arc<LlmService> {
         let embed_cfg = EmbedConfig {
             threads: cfg.threads,
             ..EmbedConfig::default()
@@ -72,6 +87,9 @@ impl LlmService {
             slots: RwLock::new(BTreeMap::new()),
             cfg,
             embed_cfg,
+            remote,
+            used: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -84,14 +102,8 @@ impl LlmService {
             return;
         };
         for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let gguf = entry.path().join("model.gguf");
-            if gguf.is_file() {
-                self.start(id, Source::Llm(gguf));
-            } else if crate::embed::is_embedding_model(&entry.path()) {
-                self.start(id, Source::Embedder(entry.path()));
-            } else if super::hf::is_model_dir(&entry.path()) {
-                self.start(id, Source::Llm(entry.path()));
+            if let Some(source) = source_in(&entry.path()) {
+                self.start(entry.file_name().to_string_lossy().into_owned(), source);
             }
         }
     }
@@ -127,8 +139,74 @@ impl LlmService {
                     Slot::Failed(e.to_string())
                 }
             };
-            this.slots.write().expect("slots lock").insert(id, slot);
+            this.slots.write().expect("slots lock").insert(id.clone(), slot);
+            this.unload_beyond_budget(&id);
         });
+    }
+
+    /// Starts copying model `id` from the bucket and loading it, when the bucket has it.
+    fn fetch(self: &Arc<Self>, id: &str) -> bool {
+        let (Some(remote), Some(rt)) = (&self.remote, &self.runtime) else {
+            return false;
+        };
+        if !remote.has(id) {
+            return false;
+        }
+        {
+            let mut slots = self.slots.write().expect("slots lock");
+            if slots.contains_key(id) {
+                return true; // another request got here first
+            }
+            slots.insert(id.to_string(), Slot::Loading);
+        }
+        let (this, remote, id) = (self.clone(), remote.clone(), id.to_string());
+        rt.spawn(async move {
+            match remote.fetch(&id).await {
+                Ok(dir) => match source_in(&dir) {
+                    Some(source) => this.start(id, source),
+                    None => this.fail(&id, "the bucket holds no model in a known layout".into()),
+                },
+                Err(e) => this.fail(&id, format!("copying from the bucket: {e:#}")),
+            }
+        });
+        true
+    }
+
+    fn fail(&self, id: &str, reason: String) {
+        tracing::error!(model = %id, error = %reason, "model failed to load");
+        self.slots
+            .write()
+            .expect("slots lock")
+            .insert(id.to_string(), Slot::Failed(reason));
+    }
+
+    /// With a remote budget, unloads the least recently used idle models (never `keep`) until
+    /// the loaded weights fit it. A model with requests in flight stays.
+    fn unload_beyond_budget(&self, keep: &str) {
+        let Some(budget) = self.remote.as_ref().map(|r| r.budget) else {
+            return;
+        };
+        let mut slots = self.slots.write().expect("slots lock");
+        let used = self.used.lock().expect("used lock");
+        let mut loaded: Vec<(Option<Instant>, String, u64, bool)> = slots
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Slot::Ready(m) => Some((used.get(id).copied(), id.clone(), m.bytes, m.idle())),
+                _ => None,
+            })
+            .collect();
+        let mut total: u64 = loaded.iter().map(|l| l.2).sum();
+        loaded.sort(); // never used first, then least recently used
+        for (_, id, bytes, idle) in loaded {
+            if total <= budget {
+                break;
+            }
+            if idle && id != keep {
+                tracing::info!(model = %id, bytes, "unloading the least recently used model");
+                slots.remove(&id);
+                total -= bytes;
+            }
+        }
     }
 
     fn open(&self, id: &str, path: &Path) -> anyhow::Result<Served> {
@@ -157,6 +235,7 @@ impl LlmService {
             status: ModelState::Ready,
         };
         let adapters = adapters_beside(path, &model.model.cfg);
+        let bytes = model.model.weight_bytes();
         Ok(Served {
             kind: Kind::Chat {
                 engine: Engine::start(model, self.cfg.clone())?,
@@ -164,6 +243,7 @@ impl LlmService {
                 adapters,
             },
             info,
+            bytes,
         })
     }
 
@@ -180,6 +260,7 @@ impl LlmService {
         Ok(Served {
             kind: Kind::Embed(EmbedEngine::start(model, self.embed_cfg.clone())?),
             info,
+            bytes: 0,
         })
     }
 
@@ -213,16 +294,30 @@ impl LlmService {
             .collect()
     }
 
-    fn served(&self, model: &str) -> Result<Arc<Served>, GenerateError> {
-        match self.slots.read().expect("slots lock").get(model) {
+    fn served(self: &Arc<Self>, model: &str) -> Result<Arc<Served>, GenerateError> {
+        let slot = match self.slots.read().expect("slots lock").get(model) {
             Some(Slot::Ready(m)) => Ok(m.clone()),
-            Some(Slot::Loading) => Err(GenerateError::Loading),
-            Some(Slot::Failed(_)) | None => Err(GenerateError::UnknownModel { model: model.into() }),
+            Some(Slot::Loading) => Err(Some(GenerateError::Loading)),
+            Some(Slot::Failed(_)) => Err(Some(GenerateError::UnknownModel { model: model.into() })),
+            None => Err(None),
+        };
+        match slot {
+            Ok(m) => {
+                self.used
+                    .lock()
+                    .expect("used lock")
+                    .insert(model.to_string(), Instant::now());
+                Ok(m)
+            }
+            Err(Some(e)) => Err(e),
+            // Not here: loading it from the bucket, if it is there.
+            Err(None) if self.fetch(model) => Err(GenerateError::Loading),
+            Err(None) => Err(GenerateError::UnknownModel { model: model.into() }),
         }
     }
 
     /// Starts generating for `req` (`model` or `model:adapter`); events arrive on the receiver.
-    pub fn generate(&self, req: GenerateRequest) -> Result<UnboundedReceiver<GenerateEvent>, GenerateError> {
+    pub fn generate(self: &Arc<Self>, req: GenerateRequest) -> Result<UnboundedReceiver<GenerateEvent>, GenerateError> {
         let (base, adapter_name) = match req.model.split_once(':') {
             Some((base, adapter)) => (base, Some(adapter)),
             None => (req.model.as_str(), None),
@@ -275,7 +370,7 @@ impl LlmService {
 
     /// Tokenizes `req`'s inputs and queues them; blocking (tokenizing), so async callers run
     /// it off the runtime. The vectors come with the receiver.
-    pub fn embed(&self, req: EmbedRequest) -> Result<(PendingEmbeddings, u32, u32), GenerateError> {
+    pub fn embed(self: &Arc<Self>, req: EmbedRequest) -> Result<(PendingEmbeddings, u32, u32), GenerateError> {
         let served = self.served(&req.model)?;
         let Kind::Embed(engine) = &served.kind else {
             return Err(GenerateError::BadPrompt {
@@ -332,6 +427,31 @@ impl Served {
 
 /// The adapters in `<model folder>/adapters/<name>/` (PEFT folders). One that does not load
 /// is logged and left out; the model serves without it.
+/// What model folder `dir` holds, if any: see [`LlmService::load_dir`].
+fn source_in(dir: &Path) -> Option<Source> {
+    let gguf = dir.join("model.gguf");
+    if gguf.is_file() {
+        Some(Source::Llm(gguf))
+    } else if crate::embed::is_embedding_model(dir) {
+        Some(Source::Embedder(dir.to_path_buf()))
+    } else if super::hf::is_model_dir(dir) {
+        Some(Source::Llm(dir.to_path_buf()))
+    } else {
+        None
+    }
+}
+
+impl Served {
+    /// Whether no request is in flight, so unloading it cuts no answer short. Embedding
+    /// models are small and stay.
+    fn idle(&self) -> bool {
+        match &self.kind {
+            Kind::Chat { engine, .. } => engine.idle(),
+            Kind::Embed(_) => false,
+        }
+    }
+}
+
 fn adapters_beside(model: &Path, cfg: &super::LlamaConfig) -> BTreeMap<String, Arc<Adapter>> {
     // A GGUF file's folder, or the Hugging Face folder itself.
     let folder = if model.is_dir() { Some(model) } else { model.parent() };
