@@ -216,23 +216,12 @@ fn logsumexp(row: &[f32]) -> f64 {
 /// The mean and largest gap in log-probability to transformers over its top 20 tokens at
 /// every recorded position.
 fn gaps_to_transformers(m: &LoadedModel) -> (f64, f64) {
+    let theirs = reference().logits.into_iter().flat_map(|p| p.positions);
     let (mut sum, mut count, mut worst) = (0f64, 0f64, 0f64);
-    for p in reference().logits {
-        let mut cache = SeqCache::new(&m.model.cfg);
-        let step = SeqStep {
-            tokens: &p.ids,
-            cache: &mut cache,
-            prompt: true,
-            adapter: None,
-        };
-        let logits = m.model.forward(&mut [step], true).unwrap();
-        for pos in &p.positions {
-            let row = model::row(&logits, pos.position).unwrap();
-            let lse = logsumexp(&row);
-            for (id, theirs) in pos.top_ids.iter().zip(&pos.top_logits) {
-                let gap = ((row[*id as usize] as f64 - lse) - (theirs - pos.logsumexp)).abs();
-                (sum, count, worst) = (sum + gap, count + 1.0, worst.max(gap));
-            }
+    for (ours, pos) in log_probabilities(m).iter().zip(theirs) {
+        for (id, logit) in pos.top_ids.iter().zip(&pos.top_logits) {
+            let gap = (ours[*id as usize] - (logit - pos.logsumexp)).abs();
+            (sum, count, worst) = (sum + gap, count + 1.0, worst.max(gap));
         }
     }
     (sum / count, worst)
