@@ -54,7 +54,7 @@ pub struct LlmArgs {
     /// Threads for a model's kernels (default: every core).
     #[arg(long, env = "MAAS_LLM_THREADS")]
     pub llm_threads: Option<usize>,
-    /// How weights are held: `mixed` (f32 GEMMs for prompts, Q8_0 kernels for generated
+    /// How weights are held: `mixed` (f32 GEMMs for prompts, the int8 kernel for generated
     /// tokens: fastest, most memory), `as-stored`, `q8_0` (formats without a fast kernel, f32
     /// and f16 safetensors included, repacked) or `f32`.
     #[arg(long, env = "MAAS_LLM_WEIGHTS", default_value = "mixed")]

@@ -3,6 +3,7 @@
 //! - `tokenizer`: text to ids and back, from GGUF metadata or `tokenizer.json`; UTF-8-safe
 //!   streaming decode.
 //! - `model`: the forward pass over a packed batch of sequences at different positions.
+//! - `q8`: int8 weights and our own kernel for their matmul (generated tokens).
 //! - `kv`: each sequence's key/value cache.
 //! - `lora`: PEFT LoRA adapters, applied per sequence within a batch.
 //! - `weights`: opening a model file (GGUF) or folder; `hf`: Hugging Face folders.
@@ -16,6 +17,7 @@ pub mod hf;
 pub mod kv;
 pub mod lora;
 pub mod model;
+pub mod q8;
 pub mod remote;
 pub mod sampler;
 pub mod scheduler;

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::kv::SeqCache;
 use super::lora::{apply_spans, Adapter, Target};
+use super::q8::{self, Q8Matrix};
 
 /// A Llama-family architecture's sizes.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,8 +78,15 @@ impl LlamaConfig {
 /// rows into one block per thread. Every output element is computed by the same kernel over the
 /// same weights in the same order either way, so the split changes no result.
 struct Linear {
-    quant: Vec<QMatMul>,
+    quant: Quant,
     dense: Option<Tensor>,
+}
+
+/// A weight held for quantized matmuls: by candle's kernels (split into one part per thread),
+/// or by our own int8 kernel (`q8`), which splits its work itself.
+enum Quant {
+    Candle(Vec<QMatMul>),
+    Int8(Q8Matrix),
 }
 
 impl Linear {
@@ -100,11 +108,14 @@ impl Linear {
     /// `x @ Wᵀ` through the quantized parts, in parallel.
     fn quantized(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         use rayon::prelude::*;
-        if let [one] = self.quant.as_slice() {
+        let parts = match &self.quant {
+            Quant::Int8(q) => return q.matmul(x),
+            Quant::Candle(parts) => parts,
+        };
+        if let [one] = parts.as_slice() {
             return one.forward(x);
         }
-        let parts = self
-            .quant
+        let parts = parts
             .par_iter()
             .map(|q| q.forward(x))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -158,14 +169,14 @@ pub struct Llama {
 pub enum Repack {
     /// As stored in the file.
     AsStored,
-    /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1, and the dense
-    /// f32/f16/bf16 of safetensors) become Q8_0, which has one: twice the bytes of Q4_1, and
-    /// values within Q8_0's rounding of the original.
+    /// Formats without a vectorised CPU kernel in candle (Q4_1, Q5_0, Q5_1), Q8_0 itself and
+    /// the dense f32/f16/bf16 of safetensors go to our int8 kernel (`q8`): Q8_0's blocks with
+    /// f32 scales, about twice the bytes of Q4_1, values within 8-bit rounding of the original.
     SlowToQ8_0,
     /// Every matmul weight dequantized to f32 (8x the bytes of Q4): exact values, and matmuls
     /// as dense GEMMs, which batch and prefill well.
     F32,
-    /// Both: f32 GEMMs for prompt tokens (fast prefill), Q8_0 kernels for generated tokens
+    /// Both: f32 GEMMs for prompt tokens (fast prefill), the int8 kernel for generated tokens
     /// (fast decode). Takes the memory of both.
     Mixed,
 }
@@ -210,7 +221,11 @@ impl Llama {
             Target::Up => &mut l.up,
             Target::Down => &mut l.down,
         };
-        match linear.quant.as_mut_slice() {
+        let parts = match &mut linear.quant {
+            Quant::Candle(parts) => parts.as_mut_slice(),
+            Quant::Int8(_) => &mut [],
+        };
+        match parts {
             [QMatMul::Tensor(w)] if linear.dense.is_none() => {
                 *w = (&*w + delta)?;
                 Ok(())
@@ -223,14 +238,16 @@ impl Llama {
     pub fn weight_bytes(&self) -> u64 {
         let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
         let linear = |l: &Linear| {
-            let quant: u64 = l
-                .quant
-                .iter()
-                .map(|q| match q {
-                    QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor(t),
-                })
-                .sum();
+            let quant: u64 = match &l.quant {
+                Quant::Int8(q) => q.bytes(),
+                Quant::Candle(parts) => parts
+                    .iter()
+                    .map(|q| match q {
+                        QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
+                        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor(t),
+                    })
+                    .sum(),
+            };
             quant + l.dense.as_ref().map_or(0, tensor)
         };
         let layers: u64 = self
@@ -295,7 +312,7 @@ impl Llama {
         let lm_head = Linear {
             quant: match file.source.has("output.weight") {
                 true => file.matmul("output.weight")?,
-                false => split_rows(&repacked(embed.clone(), repack)?, file.parts)?,
+                false => kernel_form(embed.clone(), repack, file.parts)?,
             },
             dense: None,
         };
@@ -481,12 +498,12 @@ impl Tensors<'_> {
     }
 
     /// A weight for the matmul kernels, in the form `repack` asks for, split by rows.
-    fn matmul(&mut self, name: &str) -> Result<Vec<QMatMul>> {
+    fn matmul(&mut self, name: &str) -> Result<Quant> {
         let w = self.tensor(name)?;
         if self.repack == Repack::F32 {
-            return Ok(vec![QMatMul::Tensor(w.dequantize(self.device)?)]);
+            return Ok(Quant::Candle(vec![QMatMul::Tensor(w.dequantize(self.device)?)]));
         }
-        split_rows(&repacked(Arc::new(w), self.repack)?, self.parts)
+        kernel_form(Arc::new(w), self.repack, self.parts)
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -499,7 +516,7 @@ impl Tensors<'_> {
         let w = self.tensor(name)?;
         let dense = w.dequantize(self.device)?;
         Ok(Linear {
-            quant: split_rows(&repacked(Arc::new(w), Repack::SlowToQ8_0)?, self.parts)?,
+            quant: kernel_form(Arc::new(w), Repack::Mixed, self.parts)?,
             dense: Some(dense),
         })
     }
@@ -554,18 +571,30 @@ fn split_rows(w: &Arc<QTensor>, parts: usize) -> Result<Vec<QMatMul>> {
         .collect()
 }
 
-fn repacked(w: Arc<QTensor>, repack: Repack) -> Result<Arc<QTensor>> {
-    // Q4_1, Q5_0 and Q5_1 have no vectorised CPU kernel in candle; dense weights (from
-    // safetensors) have only a GEMM, which reads 4 bytes a weight for every generated token.
-    let slow = matches!(
+/// `w` in the form its matmul runs fastest in under `repack`. In the Q8 forms, formats without
+/// a vectorised kernel in candle (Q4_1, Q5_0, Q5_1), Q8_0 itself and dense weights (from
+/// safetensors) go to our int8 kernel, on the CPU; the others (Q4_0, the K-quants) keep
+/// candle's kernel for their own format.
+fn kernel_form(w: Arc<QTensor>, repack: Repack, parts: usize) -> Result<Quant> {
+    let int8 = matches!(
         w.dtype(),
-        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        GgmlDType::Q4_1
+            | GgmlDType::Q5_0
+            | GgmlDType::Q5_1
+            | GgmlDType::Q8_0
+            | GgmlDType::F32
+            | GgmlDType::F16
+            | GgmlDType::BF16
     );
-    if matches!(repack, Repack::SlowToQ8_0 | Repack::Mixed) && slow {
-        let dense = w.dequantize(&w.device())?;
-        return Ok(Arc::new(QTensor::quantize(&dense, GgmlDType::Q8_0)?));
+    let cols = w.shape().dims2()?.1;
+    if matches!(repack, Repack::SlowToQ8_0 | Repack::Mixed)
+        && int8
+        && w.device().is_cpu()
+        && cols.is_multiple_of(q8::BLOCK)
+    {
+        return Ok(Quant::Int8(Q8Matrix::quantize(&w.dequantize(&w.device())?)?));
     }
-    Ok(w)
+    Ok(Quant::Candle(split_rows(&w, parts)?))
 }
 
 /// The row of `logits` (`[rows, vocab]`) as f32s.
