@@ -1,7 +1,9 @@
 //! LoRA adapters in PEFT's format on the built-in SmolLM2: the adapted forward pass equals the
 //! base model with the merged weight `W + scale·B·A`, merged here, separately; sequences with
 //! and without an adapter share a batch without changing each other; and adapters are served
-//! as `<model>:<adapter>`. Needs the model: `scripts/fetch-models`.
+//! as `<model>:<adapter>`. The same adapter under PEFT itself (`bench/llm_lora_fixtures.sh`,
+//! committed as `tests/fixtures/smollm2_lora_reference.json`) gives the same log-probabilities.
+//! Needs the model: `scripts/fetch-models`.
 
 mod common;
 
@@ -133,6 +135,61 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
             }
         })
         .fold(0.0, f32::max)
+}
+
+/// PEFT's answer for the formula-valued adapter of `write_adapter`, on the base weights
+/// dequantized to f32 (transformers reading the GGUF): the naming, `lora_alpha / r` and the
+/// q/k row order all have to agree for the gap to stay at float rounding (the base alone is
+/// 7e-6 from transformers, see llm_formats.rs), while any of them wrong moves it by tenths.
+#[test]
+fn the_adapted_model_gives_pefts_log_probabilities() {
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        rank: usize,
+        alpha: f64,
+        logits: Vec<Prompt>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Prompt {
+        ids: Vec<u32>,
+        positions: Vec<Position>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Position {
+        position: usize,
+        top_ids: Vec<u32>,
+        top_logits: Vec<f64>,
+        logsumexp: f64,
+    }
+    let fixture: Fixture = serde_json::from_str(include_str!("fixtures/smollm2_lora_reference.json")).unwrap();
+    assert_eq!((fixture.rank, fixture.alpha), (RANK, ALPHA));
+    let base = LoadedModel::gguf(&gguf(), &Device::Cpu, Repack::F32, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_adapter(dir.path(), &base.model.cfg);
+    let adapter = Adapter::load("formula", dir.path(), &base.model.cfg, &Device::Cpu).unwrap();
+    let (mut sum, mut count, mut worst) = (0f64, 0f64, 0f64);
+    for p in &fixture.logits {
+        let mut cache = SeqCache::new(&base.model.cfg);
+        let step = SeqStep {
+            tokens: &p.ids,
+            cache: &mut cache,
+            prompt: true,
+            adapter: Some(&adapter),
+        };
+        let out = base.model.forward(&mut [step], true).unwrap();
+        for pos in &p.positions {
+            let row = model::row(&out, pos.position).unwrap();
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+            for (id, theirs) in pos.top_ids.iter().zip(&pos.top_logits) {
+                let gap = ((row[*id as usize] as f64 - lse) - (theirs - pos.logsumexp)).abs();
+                (sum, count, worst) = (sum + gap, count + 1.0, worst.max(gap));
+            }
+        }
+    }
+    let mean = sum / count;
+    println!("log-probability gap to PEFT: mean {mean:.6}, largest {worst:.6}");
+    assert!(mean < 1e-3 && worst < 1e-2, "mean {mean}, largest {worst}");
 }
 
 #[test]

@@ -312,6 +312,7 @@ impl Llama {
         let lm_head = Linear {
             quant: match file.source.has("output.weight") {
                 true => file.matmul("output.weight")?,
+                false if repack == Repack::F32 => Quant::Candle(vec![QMatMul::Tensor(embed.dequantize(device)?)]),
                 false => kernel_form(embed.clone(), repack, file.parts)?,
             },
             dense: None,
