@@ -1,7 +1,7 @@
 """Records what PEFT says a LoRA adapter does to SmolLM2-135M-Instruct, as the independent
 reference for the sidecar's adapters (naming, scale, and the q/k row order).
 
-    bench/llm_lora_fixtures.sh
+    bench/llm_hf_fixtures.sh
 
 transformers reads the built-in GGUF (f32), PEFT wraps it with a rank-4 adapter on q, k, v, o
 and down of every layer, and the adapter's values are a formula (the small LCG of

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use common::PromptLogits;
 use maas_sidecar::llm::engine::EngineConfig;
 use maas_sidecar::llm::service::{LlmService, ModelStatus};
 use maas_sidecar::llm::{model, LoadedModel, Repack, SeqCache, SeqStep};
@@ -32,20 +33,6 @@ struct Probe {
     shape: Vec<usize>,
     rows: Vec<usize>,
     values: Vec<f64>,
-}
-
-#[derive(Deserialize)]
-struct PromptLogits {
-    ids: Vec<u32>,
-    positions: Vec<Position>,
-}
-
-#[derive(Deserialize)]
-struct Position {
-    position: usize,
-    top_ids: Vec<u32>,
-    top_logits: Vec<f64>,
-    logsumexp: f64,
 }
 
 #[derive(Deserialize)]

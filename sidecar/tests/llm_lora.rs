@@ -1,7 +1,7 @@
 //! LoRA adapters in PEFT's format on the built-in SmolLM2: the adapted forward pass equals the
 //! base model with the merged weight `W + scale·B·A`, merged here, separately; sequences with
 //! and without an adapter share a batch without changing each other; and adapters are served
-//! as `<model>:<adapter>`. The same adapter under PEFT itself (`bench/llm_lora_fixtures.sh`,
+//! as `<model>:<adapter>`. The same adapter under PEFT itself (`bench/llm_hf_fixtures.sh`,
 //! committed as `tests/fixtures/smollm2_lora_reference.json`) gives the same log-probabilities.
 //! Needs the model: `scripts/fetch-models`.
 
@@ -147,19 +147,7 @@ fn the_adapted_model_gives_pefts_log_probabilities() {
     struct Fixture {
         rank: usize,
         alpha: f64,
-        logits: Vec<Prompt>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Prompt {
-        ids: Vec<u32>,
-        positions: Vec<Position>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Position {
-        position: usize,
-        top_ids: Vec<u32>,
-        top_logits: Vec<f64>,
-        logsumexp: f64,
+        logits: Vec<common::PromptLogits>,
     }
     let fixture: Fixture = serde_json::from_str(include_str!("fixtures/smollm2_lora_reference.json")).unwrap();
     assert_eq!((fixture.rank, fixture.alpha), (RANK, ALPHA));

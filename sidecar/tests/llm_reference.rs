@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::Device;
+use common::PromptLogits;
 use maas_sidecar::llm::{model, LoadedModel, Repack, SeqCache, SeqStep};
 use serde::Deserialize;
 
@@ -22,20 +23,6 @@ struct Reference {
 struct Tokens {
     text: String,
     ids: Vec<u32>,
-}
-
-#[derive(Deserialize)]
-struct PromptLogits {
-    ids: Vec<u32>,
-    positions: Vec<Position>,
-}
-
-#[derive(Deserialize)]
-struct Position {
-    position: usize,
-    top_ids: Vec<u32>,
-    top_logits: Vec<f64>,
-    logsumexp: f64,
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,5 @@
-//! What the model tests share: where `scripts/fetch-models` put the built-in models.
+//! What the model tests share: where `scripts/fetch-models` put the built-in models, and the
+//! shape of the committed logits fixtures.
 
 use std::path::PathBuf;
 
@@ -10,4 +11,22 @@ pub fn built_in(relative: &str) -> PathBuf {
     let path = dir.join(relative);
     assert!(path.exists(), "{} is missing: run scripts/fetch-models", path.display());
     path
+}
+
+/// One prompt of a committed logits fixture (llama.cpp's, transformers', PEFT's): its ids, and
+/// the reference's top tokens at some of its positions.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // not every test binary reads logits
+pub struct PromptLogits {
+    pub ids: Vec<u32>,
+    pub positions: Vec<Position>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+pub struct Position {
+    pub position: usize,
+    pub top_ids: Vec<u32>,
+    pub top_logits: Vec<f64>,
+    pub logsumexp: f64,
 }
