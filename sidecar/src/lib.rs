@@ -37,7 +37,7 @@ pub struct SidecarConfig {
     /// How long a client of the HTTP face may take to send a request's head.
     pub head_timeout: Duration,
     pub worker: WorkerConfig,
-    /// Language models to serve: every `<id>/model.gguf` in this folder.
+    /// Models to serve from local disk: see `LlmService::load_dir`.
     pub models_dir: Option<std::path::PathBuf>,
     /// Models in the bucket, loaded on demand.
     pub remote_models: Option<RemoteModelsConfig>,

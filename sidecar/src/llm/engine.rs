@@ -36,7 +36,8 @@ impl Default for EngineConfig {
 /// The language-model flags `maas` and `maas-sidecar` share.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LlmArgs {
-    /// Serve every `<id>/model.gguf` in this folder (`scripts/fetch-models` fills it).
+    /// Serve every model in this folder (`scripts/fetch-models` fills it): `<id>/model.gguf`, a
+    /// Hugging Face Llama folder, or a sentence-transformers folder.
     #[arg(long, env = "MAAS_MODELS_DIR")]
     pub models_dir: Option<std::path::PathBuf>,
     /// Most sequences a model computes in one step.

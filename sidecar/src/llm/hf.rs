@@ -77,8 +77,14 @@ pub fn read_config(dir: &Path) -> Result<FolderConfig> {
     if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
         bail!("unsupported hidden_act {act:?} (silu)");
     }
-    let scaling = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref());
-    if let Some(kind) = scaling.and_then(|s| s.rope_type.as_deref()).filter(|t| *t != "default") {
+    // Either place may name a scaling; both are checked.
+    let scalings = [c.rope_parameters.as_ref(), c.rope_scaling.as_ref()];
+    if let Some(kind) = scalings
+        .iter()
+        .flatten()
+        .filter_map(|s| s.rope_type.as_deref())
+        .find(|t| *t != "default")
+    {
         bail!("unsupported rope scaling {kind:?}");
     }
     let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads);
@@ -240,5 +246,51 @@ mod tests {
         );
         assert_eq!(hf_name("output.weight", 9, 3).unwrap().0, "lm_head.weight");
         assert!(hf_name("blk.0.attn_qkv.weight", 9, 3).is_err());
+    }
+
+    /// `config.json` for a small Llama, with `extra` fields set over it.
+    fn config_with(extra: serde_json::Value) -> Result<FolderConfig> {
+        let mut c = serde_json::json!({
+            "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 100, "rms_norm_eps": 1e-5, "max_position_embeddings": 256,
+            "rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        read_config(dir.path())
+    }
+
+    #[test]
+    fn a_config_is_read_with_transformers_4_and_5_names() {
+        let c = config_with(serde_json::json!({})).unwrap();
+        assert_eq!(
+            (c.llama.head_dim, c.llama.kv_heads, c.llama.rope_theta),
+            (16, 2, 500000.0)
+        );
+        let c = config_with(serde_json::json!({"rope_theta": 10000.0, "rope_parameters": null})).unwrap();
+        assert_eq!(c.llama.rope_theta, 10000.0);
+    }
+
+    #[test]
+    fn what_the_model_cannot_run_is_refused_with_the_reason() {
+        for (extra, reason) in [
+            (serde_json::json!({"model_type": "qwen2"}), "model_type"),
+            (serde_json::json!({"attention_bias": true}), "biases"),
+            (serde_json::json!({"hidden_act": "gelu"}), "hidden_act"),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "llama3"}}),
+                "rope scaling",
+            ),
+            (serde_json::json!({"head_dim": 32}), "head_dim"),
+        ] {
+            let err = config_with(extra.clone())
+                .err()
+                .unwrap_or_else(|| panic!("{extra} accepted"));
+            assert!(err.to_string().contains(reason), "{extra}: {err}");
+        }
     }
 }

@@ -39,28 +39,32 @@ struct Quantized {
     scales: Vec<f32>,
 }
 
-/// One row as Q8_0 does it (each block's scale is its largest magnitude over 127, each value
-/// rounded to the nearest multiple of it), padded to `nb` blocks and pair-interleaved.
-fn quantize_row(values: &[f32], nb: usize, qs: &mut Vec<i8>, scales: &mut Vec<f32>) {
-    let mut plain = vec![0i8; nb * BLOCK];
-    let mut row_scales = vec![0f32; nb];
-    for (b, block) in values.chunks_exact(BLOCK).enumerate() {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        for (q, v) in plain[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(block) {
-            *q = (v * inv).round() as i8;
-        }
-        row_scales[b] = d;
+/// One block as Q8_0 does it: the scale is its largest magnitude over 127, and each value is
+/// rounded to the nearest multiple of it. `None` (the padding block) is all zero.
+fn quantize_block(block: Option<&[f32]>) -> ([i8; BLOCK], f32) {
+    let mut q = [0i8; BLOCK];
+    let Some(block) = block else { return (q, 0.0) };
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, v) in q.iter_mut().zip(block) {
+        *q = (v * inv).round() as i8;
     }
-    for pair in plain.chunks_exact(2 * BLOCK) {
-        let (even, odd) = pair.split_at(BLOCK);
+    (q, d)
+}
+
+/// One row, padded to `nb` blocks and pair-interleaved (see [`Q8Matrix`]).
+fn quantize_row(values: &[f32], nb: usize, qs: &mut Vec<i8>, scales: &mut Vec<f32>) {
+    let mut blocks = values.chunks_exact(BLOCK);
+    for _ in 0..nb / 2 {
+        let (even, d_even) = quantize_block(blocks.next());
+        let (odd, d_odd) = quantize_block(blocks.next());
         for g in 0..BLOCK / 4 {
             qs.extend_from_slice(&even[g * 4..g * 4 + 4]);
             qs.extend_from_slice(&odd[g * 4..g * 4 + 4]);
         }
+        scales.extend_from_slice(&[d_even, d_odd]);
     }
-    scales.extend_from_slice(&row_scales);
 }
 
 fn quantize(values: &[f32], cols: usize, nb: usize) -> (Vec<i8>, Vec<f32>) {

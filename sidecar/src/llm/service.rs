@@ -129,18 +129,17 @@ impl LlmService {
                 Source::Llm(path) => this.open(&id, path),
                 Source::Embedder(dir) => this.open_embedder(&id, dir),
             };
-            let slot = match opened {
+            match opened {
                 Ok(served) => {
                     tracing::info!(model = %id, "model ready");
-                    Slot::Ready(Arc::new(served))
+                    this.slots
+                        .write()
+                        .expect("slots lock")
+                        .insert(id.clone(), Slot::Ready(Arc::new(served)));
+                    this.unload_beyond_budget(&id);
                 }
-                Err(e) => {
-                    tracing::error!(model = %id, error = %e, "model failed to load");
-                    Slot::Failed(e.to_string())
-                }
-            };
-            this.slots.write().expect("slots lock").insert(id.clone(), slot);
-            this.unload_beyond_budget(&id);
+                Err(e) => this.fail(&id, e.to_string()),
+            }
         });
     }
 
