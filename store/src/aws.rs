@@ -198,7 +198,8 @@ impl Table for DynamoTable {
         let now = crate::now_secs();
         let limit = q.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
-        let mut start = None;
+        q.check_cursor()?;
+        let mut start = q.after.as_ref().map(|after| key_av(&Key::new(q.pk.clone(), after.clone())));
         loop {
             let mut req = self
                 .client
@@ -206,6 +207,7 @@ impl Table for DynamoTable {
                 .table_name(&self.name)
                 .expression_attribute_names("#pk", pk)
                 .expression_attribute_values(":pk", AttributeValue::S(q.pk.clone()))
+                .scan_index_forward(!q.descending)
                 .set_exclusive_start_key(start.take());
             // DynamoDB refuses an empty prefix; an empty prefix means the whole partition.
             req = if q.sk_prefix.is_empty() {

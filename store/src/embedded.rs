@@ -143,13 +143,14 @@ fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
     let now = crate::now_secs();
     let tx = db.begin_read().map_err(db_err)?;
     let items = tx.open_table(ITEMS).map_err(db_err)?;
-    let start = format!("{}{SEP}{}", q.pk, q.sk_prefix);
-    let end = format!("{start}{}", char::MAX);
+    let (start, end) = bounds(q)?;
     let limit = q.limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     match q.index {
         Index::Primary => {
-            for entry in items.range(start.as_str()..end.as_str()).map_err(db_err)? {
+            let range = items.range(start.as_str()..end.as_str()).map_err(db_err)?;
+            let walk: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+            for entry in walk {
                 let (_, v) = entry.map_err(db_err)?;
                 out.extend(live(Some(decode(v.value())?), now));
                 if out.len() >= limit {
@@ -159,7 +160,9 @@ fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
         }
         Index::Gsi1 => {
             let gsi = tx.open_table(GSI1).map_err(db_err)?;
-            for entry in gsi.range(start.as_str()..end.as_str()).map_err(db_err)? {
+            let range = gsi.range(start.as_str()..end.as_str()).map_err(db_err)?;
+            let walk: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+            for entry in walk {
                 let (k, _) = entry.map_err(db_err)?;
                 let mut parts = k.value().splitn(3, SEP);
                 let rest = parts.nth(2).unwrap_or_default();
@@ -171,6 +174,23 @@ fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
         }
     }
     Ok(out)
+}
+
+/// The key range a query walks: the prefix's range, cut at the cursor. `SEP` sorts below every
+/// other character, so `after + SEP` is the first key past every key equal to `after`.
+fn bounds(q: &Query) -> StoreResult<(String, String)> {
+    let mut start = format!("{}{SEP}{}", q.pk, q.sk_prefix);
+    let mut end = format!("{start}{}", char::MAX);
+    q.check_cursor()?;
+    if let Some(after) = &q.after {
+        let at = format!("{}{SEP}{after}", q.pk);
+        if q.descending {
+            end = end.min(at);
+        } else {
+            start = start.max(format!("{at}{SEP}"));
+        }
+    }
+    Ok((start, end))
 }
 
 /// Counters are not worth an fsync each: a crash may lose the last increments, never more, and

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::item::{Item, Key};
 
 /// A write's precondition, evaluated atomically with the write.
@@ -42,13 +42,18 @@ pub enum Index {
 }
 
 /// A query: every item whose partition key equals `pk` and whose sort key starts with
-/// `sk_prefix`, in sort-key order.
+/// `sk_prefix`, in sort-key order (byte order, as DynamoDB sorts strings).
 #[derive(Clone, Debug)]
 pub struct Query {
     pub index: Index,
     pub pk: String,
     pub sk_prefix: String,
     pub limit: Option<usize>,
+    /// A page cursor: only sort keys strictly after this one (before it when `descending`).
+    /// Primary index only: a GSI position would also need the table key of the last item.
+    pub after: Option<String>,
+    /// Highest sort key first.
+    pub descending: bool,
 }
 
 impl Query {
@@ -58,7 +63,36 @@ impl Query {
             pk: pk.into(),
             sk_prefix: sk_prefix.into(),
             limit: None,
+            after: None,
+            descending: false,
         }
+    }
+
+    /// At most `n` items.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Continues a walk from the sort key `sk` (exclusive), in this query's direction.
+    pub fn after(mut self, sk: Option<String>) -> Self {
+        self.after = sk;
+        self
+    }
+
+    /// Refuses a cursor that the backends cannot start from: one on a GSI, or one outside the
+    /// query's prefix (DynamoDB refuses a start key beyond the key condition).
+    pub fn check_cursor(&self) -> StoreResult<()> {
+        match &self.after {
+            Some(_) if self.index != Index::Primary => Err(StoreError::backend("a cursor walks the primary index only")),
+            Some(after) if !after.starts_with(&self.sk_prefix) => Err(StoreError::backend("a cursor outside its query")),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn descending(mut self, yes: bool) -> Self {
+        self.descending = yes;
+        self
     }
 
     pub fn gsi1(pk: impl Into<String>, sk_prefix: impl Into<String>) -> Self {
@@ -67,6 +101,8 @@ impl Query {
             pk: pk.into(),
             sk_prefix: sk_prefix.into(),
             limit: None,
+            after: None,
+            descending: false,
         }
     }
 }

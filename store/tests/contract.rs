@@ -27,6 +27,7 @@ on_both_backends!(
     version_conditions_reject_stale_writers,
     a_failed_transaction_writes_nothing,
     queries_walk_one_partition_by_sort_key_prefix,
+    a_cursor_pages_through_a_partition_both_ways,
     the_index_holds_only_items_with_index_keys,
     expired_items_are_invisible_and_count_as_absent,
     deletes_honour_their_conditions,
@@ -147,6 +148,32 @@ async fn queries_walk_one_partition_by_sort_key_prefix(b: Backend) {
     let mut limited = Query::primary("Q", "");
     limited.limit = Some(2);
     assert_eq!(t.query(&limited).await.unwrap().len(), 2);
+}
+
+async fn a_cursor_pages_through_a_partition_both_ways(b: Backend) {
+    let t = &b.stores.table;
+    for sk in ["I#3", "I#1", "I#2", "I#10", "I#4", "J#1"] {
+        t.put(item("CUR", sk, 0, json!({})), Cond::Always).await.unwrap();
+    }
+    let walk = |descending: bool| async move {
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let q = Query::primary("CUR", "I#").limit(2).after(after).descending(descending);
+            let page: Vec<String> = t.query(&q).await.unwrap().iter().map(|i| i.key().unwrap().sk).collect();
+            if page.is_empty() {
+                return seen;
+            }
+            after = page.last().cloned();
+            seen.extend(page);
+        }
+    };
+    assert_eq!(walk(false).await, ["I#1", "I#10", "I#2", "I#3", "I#4"]);
+    assert_eq!(walk(true).await, ["I#4", "I#3", "I#2", "I#10", "I#1"]);
+    // A cursor need not name a stored item: it is a position.
+    let q = Query::primary("CUR", "I#").after(Some("I#15".into()));
+    assert_eq!(t.query(&q).await.unwrap().len(), 3);
+    let outside = Query::primary("CUR", "I#").after(Some("J#0".into()));
+    assert!(t.query(&outside).await.is_err(), "a cursor outside the prefix is refused");
 }
 
 async fn the_index_holds_only_items_with_index_keys(b: Backend) {
