@@ -11,6 +11,7 @@ pub mod http;
 pub mod inference;
 pub mod lambda;
 pub mod openai;
+pub mod registry;
 pub mod routes;
 pub mod sgt;
 pub mod state;

@@ -14,7 +14,7 @@ use crate::v1::envelope::ApiError;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
 use crate::v1::{
-    accounts, api_keys, deployments, inference, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT,
+    accounts, api_keys, deployments, inference, models, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT,
 };
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
@@ -502,6 +502,94 @@ pub static ROUTES: &[Route] = &[
         Other,
         deployments::delete
     ),
+    v1!(
+        "v1-models-list",
+        "GET",
+        "/api/v1/models",
+        needs("model:read"),
+        Other,
+        models::list
+    ),
+    v1!(
+        "v1-models-create",
+        "POST",
+        "/api/v1/models",
+        needs("model:write"),
+        Other,
+        models::create
+    ),
+    v1!(
+        "v1-models-get",
+        "GET",
+        "/api/v1/models/{model_id}",
+        needs("model:read"),
+        Other,
+        models::get
+    ),
+    v1!(
+        "v1-models-update",
+        "PUT",
+        "/api/v1/models/{model_id}",
+        needs("model:write"),
+        Other,
+        models::update
+    ),
+    v1!(
+        "v1-models-versions-create",
+        "POST",
+        "/api/v1/models/{model_id}/versions",
+        needs("model:write"),
+        Other,
+        models::create_version
+    ),
+    v1!(
+        "v1-models-versions-list",
+        "GET",
+        "/api/v1/models/{model_id}/versions",
+        needs("model:read"),
+        Other,
+        models::list_versions
+    ),
+    v1!(
+        "v1-models-versions-download",
+        "GET",
+        "/api/v1/models/{model_id}/versions/{version}/download",
+        needs("model:read"),
+        Other,
+        models::download
+    ),
+    v1!(
+        "v1-models-like",
+        "POST",
+        "/api/v1/models/{model_id}/like",
+        needs("model:read"),
+        Other,
+        models::like
+    ),
+    v1!(
+        "v1-models-unlike",
+        "DELETE",
+        "/api/v1/models/{model_id}/like",
+        needs("model:read"),
+        Other,
+        models::unlike
+    ),
+    v1!(
+        "v1-models-clone",
+        "POST",
+        "/api/v1/models/{model_id}/clone",
+        needs("model:write"),
+        Other,
+        models::clone
+    ),
+    v1!(
+        "v1-models-delete",
+        "DELETE",
+        "/api/v1/models/{model_id}",
+        needs("model:write"),
+        Other,
+        models::delete
+    ),
     openai!(
         "openai-models-list",
         get,
@@ -598,7 +686,8 @@ pub fn router<'a>(state: AppState, routes: impl IntoIterator<Item = &'a Route>) 
     let app = app
         .route("/v1/inference/stream", ws.clone())
         .route("/api/v1/inference/stream", ws)
-        .route("/metrics", axum::routing::get(crate::inference::metrics_endpoint));
+        .route("/metrics", axum::routing::get(crate::inference::metrics_endpoint))
+        .route("/blobs/{*key}", axum::routing::get(crate::registry::signed::serve));
     let app = app.layer(axum::Extension(BodyBudget::for_limit(body_limit)));
     common_layers(app.fallback(not_found).with_state(state))
 }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub body_limit: usize,
     pub v1: Arc<V1State>,
     pub inference: Arc<crate::inference::InferenceState>,
+    /// The model registry.
+    pub registry: Arc<crate::registry::RegistryState>,
     /// Open WebSocket chats per user.
     pub ws_connections: Arc<crate::v1::inference_ws::Connections>,
 }
@@ -45,6 +47,7 @@ impl AppState {
                 history_days: config.identity.history_days.max(1),
                 counters: Default::default(),
             }),
+            registry: Arc::new(crate::registry::RegistryState::new(stores, &config.system_key)),
             ws_connections: Arc::default(),
         };
         crate::v1::users::ensure_admin(&state, &config.identity).await?;

@@ -199,7 +199,10 @@ impl Table for DynamoTable {
         let limit = q.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         q.check_cursor()?;
-        let mut start = q.after.as_ref().map(|after| key_av(&Key::new(q.pk.clone(), after.clone())));
+        let mut start = q
+            .after
+            .as_ref()
+            .map(|after| key_av(&Key::new(q.pk.clone(), after.clone())));
         loop {
             let mut req = self
                 .client
@@ -367,6 +370,19 @@ impl Blobs for S3Blobs {
             .await
             .map_err(s3_err)?;
         Ok(())
+    }
+
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> StoreResult<Option<String>> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(StoreError::backend)?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(s3_err)?;
+        Ok(Some(req.uri().to_string()))
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {

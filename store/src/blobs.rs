@@ -14,4 +14,9 @@ pub trait Blobs: Send + Sync + 'static {
     async fn copy(&self, from: &str, to: &str) -> StoreResult<()>;
     /// Keys under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
+    /// A URL that reads `key` without credentials until `ttl` passes, where the backend can
+    /// make one (S3). The embedded store cannot: whoever serves it signs its own URLs.
+    async fn presign_get(&self, _key: &str, _ttl: std::time::Duration) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
 }

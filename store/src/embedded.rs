@@ -149,7 +149,11 @@ fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
     match q.index {
         Index::Primary => {
             let range = items.range(start.as_str()..end.as_str()).map_err(db_err)?;
-            let walk: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+            let walk: Box<dyn Iterator<Item = _>> = if q.descending {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
             for entry in walk {
                 let (_, v) = entry.map_err(db_err)?;
                 out.extend(live(Some(decode(v.value())?), now));
@@ -161,7 +165,11 @@ fn run_query(db: &Database, q: &Query) -> StoreResult<Vec<Item>> {
         Index::Gsi1 => {
             let gsi = tx.open_table(GSI1).map_err(db_err)?;
             let range = gsi.range(start.as_str()..end.as_str()).map_err(db_err)?;
-            let walk: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+            let walk: Box<dyn Iterator<Item = _>> = if q.descending {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
             for entry in walk {
                 let (k, _) = entry.map_err(db_err)?;
                 let mut parts = k.value().splitn(3, SEP);

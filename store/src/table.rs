@@ -84,8 +84,12 @@ impl Query {
     /// query's prefix (DynamoDB refuses a start key beyond the key condition).
     pub fn check_cursor(&self) -> StoreResult<()> {
         match &self.after {
-            Some(_) if self.index != Index::Primary => Err(StoreError::backend("a cursor walks the primary index only")),
-            Some(after) if !after.starts_with(&self.sk_prefix) => Err(StoreError::backend("a cursor outside its query")),
+            Some(_) if self.index != Index::Primary => {
+                Err(StoreError::backend("a cursor walks the primary index only"))
+            }
+            Some(after) if !after.starts_with(&self.sk_prefix) => {
+                Err(StoreError::backend("a cursor outside its query"))
+            }
             _ => Ok(()),
         }
     }

@@ -173,7 +173,10 @@ async fn a_cursor_pages_through_a_partition_both_ways(b: Backend) {
     let q = Query::primary("CUR", "I#").after(Some("I#15".into()));
     assert_eq!(t.query(&q).await.unwrap().len(), 3);
     let outside = Query::primary("CUR", "I#").after(Some("J#0".into()));
-    assert!(t.query(&outside).await.is_err(), "a cursor outside the prefix is refused");
+    assert!(
+        t.query(&outside).await.is_err(),
+        "a cursor outside the prefix is refused"
+    );
 }
 
 async fn the_index_holds_only_items_with_index_keys(b: Backend) {

@@ -92,6 +92,11 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
         let app = routes::router(state.clone(), [route]);
         let response = app.oneshot(request.map(|b| Body::from(b.to_vec()))).await.unwrap();
         let status = response.status();
+        if name == "v1-models-versions-download" {
+            let to = response.headers()["location"].to_str().unwrap().to_string();
+            assert!(status == 302 && to.contains("/blobs/"), "{name}: {status} {to}");
+            continue;
+        }
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let value: Value = serde_json::from_slice(&body).unwrap();
         if name.starts_with("openai-") {
@@ -113,6 +118,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
             match name {
                 "v1-api-keys-create" => drop(ids.insert("KEY_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-users-create" => drop(ids.insert("ID", value["data"]["user_id"].as_str().unwrap().into())),
+                "v1-models-create" => drop(ids.insert("MODEL_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-inference-deployments-create" => {
                     drop(ids.insert("DEPLOYMENT_ID", value["data"]["id"].as_str().unwrap().into()))
                 }

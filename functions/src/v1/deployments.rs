@@ -377,7 +377,8 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<DeploymentUpdate>,
 ) -> ApiResult<DeploymentView> {
-    let mut d = owned(&state, &who, &id).await?;
+    let old = owned(&state, &who, &id).await?;
+    let mut d = old.clone();
     if let Some(name) = &req.name {
         check_name(name)?;
         d.name = name.trim().to_string();
@@ -400,7 +401,7 @@ pub async fn update(
     let d = state
         .inference
         .repo
-        .update(&d)
+        .update(&old, &d)
         .await
         .map_err(super::profile::conflict_on_race)?;
     Ok(ok(view(&d, &served(&state).await?)))

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod inference;
 pub mod inference_ws;
 pub mod limits;
+pub mod models;
 pub mod oauth;
 pub mod openapi;
 pub mod params;

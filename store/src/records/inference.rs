@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::registry::{use_key, use_marker};
 use super::{from_item, to_item, Record};
 use crate::error::{StoreError, StoreResult};
 use crate::item::Key;
@@ -203,6 +204,10 @@ impl InferenceRepo {
                     item: to_item(&marker)?,
                     cond: Cond::NotExists,
                 },
+                Write::Put {
+                    item: use_marker(&d.model_id, "deployment", &d.deployment_id),
+                    cond: Cond::Always,
+                },
             ];
             match self.table.write(writes).await {
                 Ok(()) => return Ok(d),
@@ -214,10 +219,25 @@ impl InferenceRepo {
     }
 
     /// Replaces a deployment that still has the version it was read with.
-    pub async fn update(&self, d: &Deployment) -> StoreResult<Deployment> {
+    /// Writes `d` over the stored `old`; a change of model moves the deployment's use marker.
+    pub async fn update(&self, old: &Deployment, d: &Deployment) -> StoreResult<Deployment> {
         let mut next = d.clone();
-        next.ver += 1;
-        self.table.put(to_item(&next)?, Cond::Version(d.ver)).await?;
+        next.ver = old.ver + 1;
+        let mut writes = vec![Write::Put {
+            item: to_item(&next)?,
+            cond: Cond::Version(old.ver),
+        }];
+        if old.model_id != next.model_id {
+            writes.push(Write::Delete {
+                key: use_key(&old.model_id, "deployment", &old.deployment_id),
+                cond: Cond::Always,
+            });
+            writes.push(Write::Put {
+                item: use_marker(&next.model_id, "deployment", &next.deployment_id),
+                cond: Cond::Always,
+            });
+        }
+        self.table.write(writes).await?;
         Ok(next)
     }
 
@@ -235,6 +255,10 @@ impl InferenceRepo {
                 },
                 Write::Delete {
                     key: Deployment::metrics_key(&d.deployment_id),
+                    cond: Cond::Always,
+                },
+                Write::Delete {
+                    key: use_key(&d.model_id, "deployment", &d.deployment_id),
                     cond: Cond::Always,
                 },
             ])

@@ -1,0 +1,151 @@
+//! The model registry's machinery behind the `/api/v1/models` handlers: reading model headers,
+//! multipart forms, storing a version's files, and signed download URLs.
+
+pub mod form;
+pub mod header;
+pub mod signed;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use maas_store::records::registry::{ModelVersion, RegistryRepo, VersionFile};
+use maas_store::{Blobs, Stores};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::v1::envelope::{ApiError, Code};
+use header::{Format, Header};
+
+pub struct RegistryState {
+    pub repo: RegistryRepo,
+    pub blobs: Arc<dyn Blobs>,
+    pub signer: signed::Signer,
+}
+
+impl RegistryState {
+    pub fn new(stores: &Stores, system_key: &str) -> Self {
+        RegistryState {
+            repo: RegistryRepo::new(stores),
+            blobs: stores.blobs.clone(),
+            signer: signed::Signer::new(system_key),
+        }
+    }
+}
+
+/// Where a version's files lie: one folder per model and version, which is also the layout a
+/// sidecar serving models from the bucket reads (`models/{id}@{version}/model.gguf`).
+pub fn version_folder(model_id: &str, version: &str) -> String {
+    format!("models/{model_id}@{version}/")
+}
+
+/// The files of one upload, as the form named them.
+pub struct Upload {
+    pub weights: form::File,
+    pub config: Option<form::File>,
+    pub tokenizer: Option<form::File>,
+}
+
+/// What an upload is, once its files have been checked.
+pub struct Checked {
+    pub header: Header,
+    /// `(name in the version folder, bytes)`.
+    files: Vec<(&'static str, Bytes)>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::field(Code::Validation004, field, message).unprocessable()
+}
+
+/// Checks an upload's files: the weights must be a GGUF or safetensors file whose header
+/// declares exactly the bytes sent; a safetensors model needs its `config.json`.
+pub fn check(upload: Upload) -> Result<Checked, ApiError> {
+    let w = &upload.weights.bytes;
+    let header = header::read(w, w.len() as u64).map_err(|e| invalid("model_file", e.to_string()))?;
+    if let Some(declared) = header.declared_size.filter(|&d| d != w.len() as u64) {
+        return Err(invalid(
+            "model_file",
+            format!("the header declares {declared} bytes but the file has {}", w.len()),
+        ));
+    }
+    let mut files = vec![(header.format.file_name(), upload.weights.bytes.clone())];
+    let mut header = header;
+    if let Some(config) = &upload.config {
+        let json: Value = serde_json::from_slice(&config.bytes)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| invalid("config_file", "config_file must be a JSON object"))?;
+        header = header::with_config(header, &json);
+        files.push(("config.json", config.bytes.clone()));
+    } else if header.format == Format::Safetensors {
+        return Err(invalid(
+            "config_file",
+            "a safetensors model needs its config.json as config_file",
+        ));
+    }
+    if let Some(t) = &upload.tokenizer {
+        serde_json::from_slice::<Value>(&t.bytes)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| invalid("tokenizer_file", "tokenizer_file must be a tokenizer.json"))?;
+        files.push(("tokenizer.json", t.bytes.clone()));
+    }
+    Ok(Checked { header, files })
+}
+
+impl Checked {
+    pub fn weight_bytes(&self) -> u64 {
+        self.files[0].1.len() as u64
+    }
+
+    /// Writes the files into the version's folder and returns the ready version. A failure
+    /// part-way deletes what was written.
+    pub async fn store(
+        &self,
+        blobs: &dyn Blobs,
+        model_id: &str,
+        version: &str,
+        description: String,
+        metadata: Value,
+    ) -> Result<ModelVersion, ApiError> {
+        let folder = version_folder(model_id, version);
+        let mut files = Vec::new();
+        for (name, bytes) in &self.files {
+            let blob = format!("{folder}{name}");
+            if let Err(e) = blobs.put(&blob, bytes.clone()).await {
+                remove(blobs, &files).await;
+                return Err(e.into());
+            }
+            files.push(VersionFile {
+                name: name.to_string(),
+                blob,
+                size: bytes.len() as u64,
+                sha256: hex(&Sha256::digest(bytes)),
+            });
+        }
+        Ok(ModelVersion {
+            model_id: model_id.into(),
+            version: version.into(),
+            description,
+            status: "ready".into(),
+            error: None,
+            files,
+            metadata,
+            created_at: maas_store::now_millis(),
+            ver: 0,
+        })
+    }
+}
+
+/// Deletes files from the bucket, logging (not failing on) what cannot be deleted: the
+/// records that named them are gone already.
+pub async fn remove(blobs: &dyn Blobs, files: &[VersionFile]) {
+    for f in files {
+        if let Err(e) = blobs.delete(&f.blob).await {
+            tracing::warn!(blob = %f.blob, error = %e, "cannot delete a model file");
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
