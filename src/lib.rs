@@ -96,6 +96,11 @@ impl Gateway {
             Some(k) if !k.is_empty() => k.clone(),
             _ => stored_system_key(&config.data_dir)?,
         };
+        let models_dir = config
+            .llm
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("models"));
         let (sidecar, client) = match (&config.sidecar_url, &config.sidecar_secret) {
             (Some(url), Some(secret)) => (None, SidecarClient::new(url, secret)),
             (Some(_), None) => anyhow::bail!("--sidecar-url needs --sidecar-secret"),
@@ -106,13 +111,7 @@ impl Gateway {
                 cfg.worker = config.training.worker_config();
                 cfg.engine = config.llm.engine_config();
                 // By default the models scripts/fetch-models put next to the data.
-                cfg.models_dir = Some(
-                    config
-                        .llm
-                        .models_dir
-                        .clone()
-                        .unwrap_or_else(|| config.data_dir.join("models")),
-                );
+                cfg.models_dir = Some(models_dir.clone());
                 let sidecar = Sidecar::start(&stores, None, cfg).await?;
                 let client = SidecarClient::in_process(sidecar.compute.clone());
                 (Some(sidecar), client)
@@ -130,6 +129,10 @@ impl Gateway {
             identity,
         };
         let state = AppState::new(&stores, &api).await?;
+        if sidecar.is_some() {
+            // The engine here serves this folder's models: the registry lists them as built-ins.
+            maas_functions::registry::builtins::register(&state.registry, &models_dir).await?;
+        }
         let health = state.sidecar.clone();
         let app = maas_functions::router(state, ROUTES.iter()).route("/health", get(health_check).with_state(health));
         let listener = tokio::net::TcpListener::bind(&config.addr)

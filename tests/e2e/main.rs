@@ -8,6 +8,7 @@ mod crash;
 mod events;
 mod inference;
 mod learning;
+mod models;
 mod oauth;
 mod oauth_provider;
 mod openai;

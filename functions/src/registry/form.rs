@@ -34,12 +34,19 @@ impl Form {
         parts.extensions.insert(BodyLimit(FORM_LIMIT));
         let bytes = crate::body::read(Request::from_parts(parts.clone(), body))
             .await
-            .map_err(|e| match e {
-                crate::body::BodyError::TooLarge => ApiError::new(
-                    Code::Validation003,
-                    format!("a form may carry at most {FORM_LIMIT} bytes; upload larger files with a presigned upload"),
-                ),
-                _ => ApiError::new(Code::Validation002, "cannot read the request body"),
+            .map_err(|e| {
+                let mut e = match e {
+                    crate::body::BodyError::TooLarge => ApiError::new(
+                        Code::Validation003,
+                        format!(
+                            "a form may carry at most {FORM_LIMIT} bytes; upload larger files with a presigned upload"
+                        ),
+                    ),
+                    _ => ApiError::new(Code::Validation002, "cannot read the request body"),
+                };
+                // As for any oversized or unreadable body.
+                e.status = Some(axum::http::StatusCode::BAD_REQUEST);
+                e
             })?;
         let mut multipart = Multipart::from_request(Request::from_parts(parts, Body::from(bytes)), &())
             .await
@@ -84,11 +91,9 @@ impl Form {
     /// A text field, where a file of the same name is a mistake worth naming.
     pub fn text(&self, name: &str) -> Result<Option<&str>, ApiError> {
         if self.files.contains_key(name) {
-            return Err(ApiError::field(
-                Code::Validation002,
-                name,
-                format!("{name} must be text, not a file"),
-            ));
+            return Err(
+                ApiError::field(Code::Validation002, name, format!("{name} must be text, not a file")).unprocessable(),
+            );
         }
         Ok(self.text.get(name).map(String::as_str))
     }

@@ -1,6 +1,7 @@
 //! The model registry's machinery behind the `/api/v1/models` handlers: reading model headers,
 //! multipart forms, storing a version's files, and signed download URLs.
 
+pub mod builtins;
 pub mod form;
 pub mod header;
 pub mod signed;
