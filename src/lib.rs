@@ -112,6 +112,12 @@ impl Gateway {
                 cfg.engine = config.llm.engine_config();
                 // By default the models scripts/fetch-models put next to the data.
                 cfg.models_dir = Some(models_dir.clone());
+                // And the registry's models, uploaded into the store (`models/{id}@{version}/`).
+                cfg.remote_models = Some(maas_sidecar::RemoteModelsConfig {
+                    prefix: maas_functions::registry::MODELS_PREFIX.into(),
+                    cache_dir: config.data_dir.join("model-cache"),
+                    budget_bytes: config.llm.models_memory_mib << 20,
+                });
                 let sidecar = Sidecar::start(&stores, None, cfg).await?;
                 let client = SidecarClient::in_process(sidecar.compute.clone());
                 (Some(sidecar), client)

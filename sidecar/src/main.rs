@@ -29,10 +29,6 @@ struct Args {
     /// or a model folder), each copied to `<data-dir>/models` and loaded when first asked for.
     #[arg(long, env = "MAAS_MODELS_PREFIX")]
     models_prefix: Option<String>,
-    /// Memory for loaded weights, in MiB, with `--models-prefix`: past it, the least recently
-    /// used idle models are unloaded.
-    #[arg(long, env = "MAAS_MODELS_MEMORY_MIB", default_value_t = 8192)]
-    models_memory_mib: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,7 +57,7 @@ async fn run() -> anyhow::Result<()> {
     cfg.remote_models = args.models_prefix.map(|prefix| maas_sidecar::RemoteModelsConfig {
         prefix,
         cache_dir: args.data_dir.join("models"),
-        budget_bytes: args.models_memory_mib << 20,
+        budget_bytes: args.llm.models_memory_mib << 20,
     });
     cfg.trainers = args.trainers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;

@@ -14,7 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use maas_sidecar_client::llm::{EmbedRequest, Embeddings, GenerateError, GenerateRequest, LlmModelInfo};
+use maas_sidecar_client::llm::{EmbedRequest, Embeddings, GenerateError, GenerateRequest, LlmModelInfo, ModelState};
 use maas_sidecar_client::wire::{decode_run, encode_f32, event_line};
 use maas_sidecar_client::{Compute, EventStream, ModelRef, SidecarError, SECRET_HEADER};
 use maas_store::Blobs;
@@ -90,6 +90,7 @@ async fn route(req: Request<Incoming>, state: &ServerState) -> Reply {
         ("POST", "/v1/sgt/run") => run(req, state).await,
         ("POST", "/v1/llm/generate") => generate(req, state).await,
         ("POST", "/v1/llm/embed") => embed(req, state).await,
+        ("POST", "/v1/llm/models/load") => load_model(req, state).await,
         ("GET", "/v1/llm/models") => match serde_json::to_vec(&state.llm.models()) {
             Ok(body) => reply(StatusCode::OK, body),
             Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "cannot list models"),
@@ -248,6 +249,32 @@ impl Compute for ServerState {
 
     async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
         self.llm.embed_all(req).await
+    }
+
+    async fn load_model(&self, id: &str) -> Result<Option<ModelState>, SidecarError> {
+        self.llm.find(id).await.map_err(|e| {
+            tracing::error!(model = %id, error = %e, "cannot look for a model");
+            SidecarError::Unavailable("cannot look for the model".into())
+        })
+    }
+}
+
+/// `{"id"}` in; the model's state out, or 404 when no one has it.
+async fn load_model(req: Request<Incoming>, state: &ServerState) -> Reply {
+    #[derive(serde::Deserialize)]
+    struct Load {
+        id: String,
+    }
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return reply(StatusCode::BAD_REQUEST, "cannot read the body");
+    };
+    let Ok(load) = serde_json::from_slice::<Load>(&body) else {
+        return reply(StatusCode::BAD_REQUEST, "expected {\"id\"}");
+    };
+    match state.load_model(&load.id).await {
+        Ok(Some(s)) => reply(StatusCode::OK, serde_json::to_vec(&s).unwrap_or_default()),
+        Ok(None) => reply(StatusCode::NOT_FOUND, "no such model"),
+        Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "cannot look for the model"),
     }
 }
 

@@ -149,6 +149,7 @@ async fn embedding_deployment(state: &AppState) -> String {
         name: "embeddings".into(),
         model_id: crate::openai::EMBEDDER.into(),
         model_version: None,
+        engine_model: None,
         config: json!({}),
         project_id: None,
         slot: 0,

@@ -38,11 +38,18 @@ pub async fn generate(
     params: &SamplingParams,
     n: u32,
 ) -> Result<(Vec<EventStream>, Recorded), GenerateError> {
+    let engine = match crate::registry::serving::engine_model(state, &call.owner, &call.model).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            call.finish(state, Outcome::refused(&e)).await;
+            return Err(e);
+        }
+    };
     let mut streams = Vec::with_capacity(prompts.len() * n as usize);
     for prompt in prompts {
         for i in 0..n {
             let req = GenerateRequest {
-                model: call.model.clone(),
+                model: engine.clone(),
                 prompt: prompt.clone(),
                 params: crate::openai::params::for_choice(params, i),
                 user: call.owner.clone(),
@@ -75,14 +82,19 @@ pub async fn embed(
         prompt: texts.join("\n"),
     };
     let started = std::time::Instant::now();
-    let result = state
-        .sidecar
-        .embed(EmbedRequest {
-            model: model.to_string(),
-            inputs: texts,
-            user: owner.to_string(),
-        })
-        .await;
+    let result = match crate::registry::serving::engine_model(state, owner, model).await {
+        Ok(engine) => {
+            state
+                .sidecar
+                .embed(EmbedRequest {
+                    model: engine,
+                    inputs: texts,
+                    user: owner.to_string(),
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(out) => Outcome {
             prompt_tokens: out.prompt_tokens as u64,

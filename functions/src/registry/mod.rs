@@ -4,6 +4,7 @@
 pub mod builtins;
 pub mod form;
 pub mod header;
+pub mod serving;
 pub mod signed;
 
 use std::sync::Arc;
@@ -33,10 +34,19 @@ impl RegistryState {
     }
 }
 
+/// Where in the bucket the registry keeps versions' files.
+pub const MODELS_PREFIX: &str = "models/";
+
 /// Where a version's files lie: one folder per model and version, which is also the layout a
-/// sidecar serving models from the bucket reads (`models/{id}@{version}/model.gguf`).
+/// sidecar serving models from the bucket reads (`models/{id}@{version}/model.gguf`), so the
+/// engine serves a version as model `{id}@{version}`.
 pub fn version_folder(model_id: &str, version: &str) -> String {
-    format!("models/{model_id}@{version}/")
+    format!("{MODELS_PREFIX}{}/", engine_id(model_id, version))
+}
+
+/// The id the engine serves a registry version under.
+pub fn engine_id(model_id: &str, version: &str) -> String {
+    format!("{model_id}@{version}")
 }
 
 /// The files of one upload, as the form named them.

@@ -248,11 +248,46 @@ pub async fn served(state: &AppState) -> Result<Vec<LlmModelInfo>, ApiError> {
     state.sidecar.llm_models().await.map_err(ApiError::internal)
 }
 
-fn check_model(models: &[LlmModelInfo], model_id: &str) -> Result<(), ApiError> {
+/// What a deployment of `model_id` runs: a model the engine serves by that id (a built-in), or a
+/// registry model the caller may see, at `version` or its latest, which the engine is asked to
+/// load now. Answers `(engine id when it differs, version)`.
+async fn resolve(
+    state: &AppState,
+    who: &Principal,
+    models: &[LlmModelInfo],
+    model_id: &str,
+    version: Option<String>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
     if models.iter().any(|m| m.id == model_id) {
-        return Ok(());
+        return Ok((None, version));
     }
-    Err(ApiError::field(Code::Resource001, "model_id", "model not found"))
+    let missing = || ApiError::field(Code::Resource001, "model_id", "model not found");
+    if uuid::Uuid::parse_str(model_id).is_err() {
+        return Err(missing());
+    }
+    let model = state.registry.repo.get(model_id).await?;
+    let model = model.filter(|m| m.visible_to(&who.user.user_id)).ok_or_else(missing)?;
+    let version = version.or(model.latest_version).ok_or_else(|| {
+        ApiError::field(
+            Code::Validation001,
+            "model_version",
+            "the model has no version to deploy yet",
+        )
+        .unprocessable()
+    })?;
+    let ready = state.registry.repo.version(model_id, &version).await?;
+    if !ready.is_some_and(|v| v.status == "ready") {
+        return Err(ApiError::field(
+            Code::Resource001,
+            "model_version",
+            "no such ready version",
+        ));
+    }
+    let engine = crate::registry::engine_id(model_id, &version);
+    match state.sidecar.load_model(&engine).await.map_err(ApiError::internal)? {
+        Some(_) => Ok((Some(engine), Some(version))),
+        None => Err(ApiError::internal(format!("the engine cannot find {engine}"))),
+    }
 }
 
 /// A deployment's status: its model's state, or `pending` while no sidecar holds it.
@@ -275,7 +310,7 @@ fn view(d: &Deployment, models: &[LlmModelInfo]) -> DeploymentView {
         model_id: d.model_id.clone(),
         model_version: d.model_version.clone(),
         project_id: d.project_id.clone(),
-        status: state_name(model_state(models, &d.model_id)).into(),
+        status: state_name(model_state(models, d.engine_model())).into(),
         config: config_of(d),
         created_at: iso(d.created_at),
         updated_at: iso(d.updated_at),
@@ -310,14 +345,15 @@ pub async fn create(
     let config = req.config.unwrap_or_default();
     config.check()?;
     let models = served(&state).await?;
-    check_model(&models, &req.model_id)?;
+    let (engine_model, model_version) = resolve(&state, &who, &models, &req.model_id, req.model_version).await?;
     let now = maas_store::now_secs();
     let deployment = Deployment {
         deployment_id: uuid::Uuid::new_v4().to_string(),
         owner: who.user.user_id.clone(),
         name: req.name.trim().to_string(),
         model_id: req.model_id,
-        model_version: req.model_version,
+        model_version,
+        engine_model,
         config: serde_json::to_value(&config).map_err(ApiError::internal)?,
         project_id: req.project_id,
         slot: 0,
@@ -389,13 +425,16 @@ pub async fn update(
         d.config = serde_json::to_value(config).map_err(ApiError::internal)?;
     }
     let models = served(&state).await?;
-    if let Some(model) = req.model_id {
+    if req.model_id.is_some() || req.model_version.is_some() {
+        let model = req.model_id.unwrap_or(d.model_id.clone());
         validate::text("model_id", &model, 128)?;
-        check_model(&models, &model)?;
+        // A new model starts from its own latest version unless the update names one.
+        let version = match model == d.model_id {
+            true => req.model_version.or(d.model_version.clone()),
+            false => req.model_version,
+        };
+        (d.engine_model, d.model_version) = resolve(&state, &who, &models, &model, version).await?;
         d.model_id = model;
-    }
-    if req.model_version.is_some() {
-        d.model_version = req.model_version;
     }
     d.updated_at = maas_store::now_secs();
     let d = state
@@ -428,7 +467,7 @@ pub async fn status(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<DeploymentStatus> {
     let d = owned(&state, &who, &id).await?;
-    let s = model_state(&served(&state).await?, &d.model_id);
+    let s = model_state(&served(&state).await?, d.engine_model());
     let config = config_of(&d);
     let message = match s {
         None => Some("no sidecar holds the model yet".to_string()),

@@ -215,7 +215,7 @@ pub(super) async fn deployment_target(state: &AppState, who: &Principal, id: &st
     let d = owned(state, who, id).await?;
     let config: super::deployments::DeploymentConfig = serde_json::from_value(d.config.clone()).unwrap_or_default();
     Ok(Target {
-        model: d.model_id,
+        model: d.engine_model().to_string(),
         deployment_id: Some(d.deployment_id),
         defaults: config.inference_config,
     })

@@ -12,7 +12,7 @@ use thiserror::Error;
 pub use wire::{CheckpointRef, ModelRef, RunHeader, MODEL_TYPES, SECRET_HEADER};
 
 use futures::stream::BoxStream;
-use llm::{EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo};
+use llm::{EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, ModelState};
 
 /// A generation's events, in order, ending with `Done` or `Failed`. Dropping it cancels the
 /// generation.
@@ -46,6 +46,9 @@ pub trait Compute: Send + Sync + 'static {
     async fn llm_models(&self) -> Result<Vec<LlmModelInfo>, SidecarError>;
     /// Embeds texts with an embedding model.
     async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError>;
+    /// Where model `id` stands, starting to load it from the bucket if need be; `None` when
+    /// the sidecar cannot find it.
+    async fn load_model(&self, id: &str) -> Result<Option<ModelState>, SidecarError>;
 }
 
 /// A client for one sidecar, cheap to clone.
@@ -135,6 +138,14 @@ impl SidecarClient {
         }
     }
 
+    /// See [`Compute::load_model`].
+    pub async fn load_model(&self, id: &str) -> Result<Option<ModelState>, SidecarError> {
+        match &self.transport {
+            Transport::Http(h) => h.load_model(id).await,
+            Transport::InProcess(c) => c.load_model(id).await,
+        }
+    }
+
     /// Embeds texts; see [`Compute::embed`].
     pub async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
         match &self.transport {
@@ -187,6 +198,25 @@ impl HttpSidecar {
             .map_err(unavailable)?;
         let body = check(res).await?;
         serde_json::from_slice(&body).map_err(|e| SidecarError::Unavailable(e.to_string()))
+    }
+
+    /// `POST /v1/llm/models/load` with `{"id"}`: the model's state, or 404.
+    async fn load_model(&self, id: &str) -> Result<Option<ModelState>, SidecarError> {
+        let res = self
+            .http
+            .post(format!("{}/v1/llm/models/load", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .json(&serde_json::json!({"id": id}))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if res.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = check(res).await?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| SidecarError::Unavailable(e.to_string()))
     }
 
     async fn health(&self) -> Result<(), SidecarError> {

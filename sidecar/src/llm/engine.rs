@@ -60,6 +60,10 @@ pub struct LlmArgs {
     /// and f16 safetensors included, repacked) or `f32`.
     #[arg(long, env = "MAAS_LLM_WEIGHTS", default_value = "mixed")]
     pub llm_weights: super::Repack,
+    /// Memory for weights loaded from the bucket, in MiB: past it, the least recently used
+    /// idle models are unloaded.
+    #[arg(long, env = "MAAS_MODELS_MEMORY_MIB", default_value_t = 8192)]
+    pub models_memory_mib: u64,
 }
 
 impl LlmArgs {
@@ -89,6 +93,7 @@ impl Default for LlmArgs {
             llm_queue: s.max_waiting,
             llm_threads: None,
             llm_weights: super::Repack::Mixed,
+            models_memory_mib: 8192,
         }
     }
 }

@@ -46,6 +46,22 @@ impl RemoteModels {
         Ok(())
     }
 
+    /// Whether the bucket holds model `id` now, asked of the bucket itself (a model uploaded
+    /// since the last listing is found at once).
+    pub async fn discover(&self, id: &str) -> Result<bool> {
+        if self.has(id) {
+            return Ok(true);
+        }
+        if id.is_empty() || id.starts_with('.') || id.contains('/') {
+            return Ok(false);
+        }
+        let found = !self.blobs.list(&format!("{}{id}/", self.prefix)).await?.is_empty();
+        if found {
+            self.index.write().expect("index lock").insert(id.to_string());
+        }
+        Ok(found)
+    }
+
     pub fn has(&self, id: &str) -> bool {
         self.index.read().expect("index lock").contains(id)
     }

@@ -143,6 +143,29 @@ impl LlmService {
         });
     }
 
+    /// Where model `id` stands, starting to load it from the bucket when the bucket has it;
+    /// `None` when no one has it.
+    pub async fn find(self: &Arc<Self>, id: &str) -> anyhow::Result<Option<ModelState>> {
+        if let Some(state) = self.state_of(id) {
+            return Ok(Some(state));
+        }
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        if !remote.discover(id).await? || !self.fetch(id) {
+            return Ok(None);
+        }
+        Ok(self.state_of(id))
+    }
+
+    fn state_of(&self, id: &str) -> Option<ModelState> {
+        self.slots.read().expect("slots lock").get(id).map(|s| match s {
+            Slot::Ready(_) => ModelState::Ready,
+            Slot::Loading => ModelState::Loading,
+            Slot::Failed(_) => ModelState::Failed,
+        })
+    }
+
     /// Starts copying model `id` from the bucket and loading it, when the bucket has it.
     fn fetch(self: &Arc<Self>, id: &str) -> bool {
         let (Some(remote), Some(rt)) = (&self.remote, &self.runtime) else {

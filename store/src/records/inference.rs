@@ -30,6 +30,10 @@ pub struct Deployment {
     pub model_id: String,
     #[serde(default)]
     pub model_version: Option<String>,
+    /// What the engine serves it as, when that is not `model_id` (a registry version:
+    /// `{model_id}@{version}`).
+    #[serde(default)]
+    pub engine_model: Option<String>,
     pub config: Value,
     #[serde(default)]
     pub project_id: Option<String>,
@@ -42,6 +46,11 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The model id the engine serves this deployment with.
+    pub fn engine_model(&self) -> &str {
+        self.engine_model.as_deref().unwrap_or(&self.model_id)
+    }
+
     pub fn key_for(id: &str) -> Key {
         Key::new(format!("DEPLOY#{id}"), "DEPLOY")
     }
