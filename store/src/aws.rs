@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::blobs::Blobs;
+use crate::blobs::{Blobs, Part};
 use crate::error::{StoreError, StoreResult};
 use crate::item::{attr, Item, Key};
 use crate::table::{Cond, Index, Query, Table, Write};
@@ -348,6 +348,24 @@ impl S3Blobs {
     }
 }
 
+/// S3's `NoSuchUpload` is the client's doing (an upload that expired or was finished); other
+/// failures are the backend's.
+fn upload_err<E, R>(e: aws_sdk_s3::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let message = match e.as_service_error().and_then(|s| s.code()) {
+        Some("NoSuchUpload") => "no such upload",
+        Some("InvalidPart") => "a part was never uploaded, or its ETag is not the uploaded part's",
+        Some("InvalidPartOrder") => "parts must be listed in rising order",
+        Some("EntityTooSmall") => "a part that is not the last is smaller than 5 MiB",
+        _ => return s3_err(e),
+    };
+    return StoreError::Upload(message.into());
+    s3_err(e)
+}
+
 fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
     e: aws_sdk_s3::error::SdkError<E, R>,
 ) -> StoreError {
@@ -383,6 +401,125 @@ impl Blobs for S3Blobs {
             .await
             .map_err(s3_err)?;
         Ok(Some(req.uri().to_string()))
+    }
+
+    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(s3_err(e)),
+        }
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>> {
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        let range = format!("bytes={start}-{}", start + len - 1);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.body.collect().await.map_err(StoreError::backend)?.into_bytes(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            // A start past the end: nothing there, as the embedded store answers.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => Ok(Some(Bytes::new())),
+            Err(e) => Err(s3_err(e)),
+        }
+    }
+
+    async fn create_upload(&self, key: &str) -> StoreResult<String> {
+        let up = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(up.upload_id().unwrap_or_default().to_string())
+    }
+
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload: &str,
+        part: u32,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<String>> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(StoreError::backend)?;
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .part_number(part as i32)
+            .presigned(config)
+            .await
+            .map_err(s3_err)?;
+        Ok(Some(req.uri().to_string()))
+    }
+
+    async fn put_part(&self, key: &str, upload: &str, part: u32, data: Bytes) -> StoreResult<String> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .part_number(part as i32)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(upload_err)?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn complete_upload(&self, key: &str, upload: &str, parts: &[Part]) -> StoreResult<()> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(upload_err)?;
+        Ok(())
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+            Err(e) => Err(s3_err(e)),
+        }
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::blobs::Blobs;
+use crate::blobs::{Blobs, Part, MIN_PART};
 use crate::error::{StoreError, StoreResult};
 use crate::item::{Item, Key};
 use crate::table::{Cond, Index, Query, Table, Write};
@@ -275,6 +275,53 @@ impl FileBlobs {
         })
     }
 
+    /// An upload's folder: its parts, and the key it is for.
+    fn upload_dir(&self, upload: &str) -> StoreResult<PathBuf> {
+        if upload.is_empty() || !upload.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StoreError::Upload("no such upload".into()));
+        }
+        Ok(self.root.join(".tmp-uploads").join(upload))
+    }
+
+    /// The upload's folder, if it exists and is for `key`.
+    async fn upload_for(&self, key: &str, upload: &str) -> StoreResult<PathBuf> {
+        let dir = self.upload_dir(upload)?;
+        match tokio::fs::read_to_string(dir.join("key")).await {
+            Ok(k) if k == key => Ok(dir),
+            Ok(_) => Err(StoreError::Upload("no such upload".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Upload("no such upload".into())),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// The parts stored so far, in order.
+    async fn parts(&self, key: &str, upload: &str) -> StoreResult<Vec<Part>> {
+        let dir = self.upload_for(key, upload).await?;
+        tokio::task::spawn_blocking(move || {
+            let mut parts = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(db_err)? {
+                let path = entry.map_err(db_err)?.path();
+                let Some(number) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let data = std::fs::read(&path).map_err(db_err)?;
+                parts.push(Part {
+                    number,
+                    etag: format!("\"{}\"", hex_sha256(&data)),
+                    size: data.len() as u64,
+                });
+            }
+            parts.sort_by_key(|p| p.number);
+            Ok(parts)
+        })
+        .await
+        .map_err(db_err)?
+    }
+
     fn path(&self, key: &str) -> StoreResult<PathBuf> {
         let safe = !key.is_empty()
             && key
@@ -302,6 +349,57 @@ fn write_atomically(root: &Path, path: &Path, data: &[u8]) -> std::io::Result<()
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The parts a client names must be the ones stored, in rising order, each but the last at
+/// least [`MIN_PART`] bytes: S3's rules, so that clients see one behaviour on both backends.
+fn check_parts(named: &[Part], stored: &[Part]) -> StoreResult<()> {
+    if named.is_empty() {
+        return Err(StoreError::Upload("name at least one part".into()));
+    }
+    for (i, p) in named.iter().enumerate() {
+        if i > 0 && p.number <= named[i - 1].number {
+            return Err(StoreError::Upload("parts must be listed in rising order".into()));
+        }
+        let Some(s) = stored.iter().find(|s| s.number == p.number) else {
+            return Err(StoreError::Upload(format!("part {} was never uploaded", p.number)));
+        };
+        if s.etag.trim_matches('"') != p.etag.trim_matches('"') {
+            return Err(StoreError::Upload(format!(
+                "part {}'s ETag is not the uploaded part's",
+                p.number
+            )));
+        }
+        if i + 1 < named.len() && s.size < MIN_PART {
+            return Err(StoreError::Upload(format!(
+                "part {} is smaller than 5 MiB and not the last",
+                p.number
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Concatenates the parts into `path`, written aside and renamed as every put is.
+fn join_parts(root: &Path, dir: &Path, numbers: &[u32], path: &Path) -> std::io::Result<()> {
+    let tmp = root.join(".tmp").join(uuid::Uuid::new_v4().to_string());
+    {
+        let mut out = std::fs::File::create(&tmp)?;
+        for n in numbers {
+            let mut part = std::fs::File::open(dir.join(format!("{n:05}")))?;
+            std::io::copy(&mut part, &mut out)?;
+        }
+        out.sync_all()?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 fn list_under(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
@@ -350,6 +448,71 @@ impl Blobs for FileBlobs {
             .await?
             .ok_or_else(|| StoreError::backend(format!("no blob {from}")))?;
         self.put(to, data).await
+    }
+
+    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = match tokio::fs::File::open(self.path(key)?).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        f.seek(std::io::SeekFrom::Start(start)).await.map_err(db_err)?;
+        let mut out = Vec::new();
+        f.take(len).read_to_end(&mut out).await.map_err(db_err)?;
+        Ok(Some(Bytes::from(out)))
+    }
+
+    async fn create_upload(&self, key: &str) -> StoreResult<String> {
+        self.path(key)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.upload_dir(&id)?;
+        tokio::fs::create_dir_all(&dir).await.map_err(db_err)?;
+        tokio::fs::write(dir.join("key"), key).await.map_err(db_err)?;
+        Ok(id)
+    }
+
+    async fn put_part(&self, key: &str, upload: &str, part: u32, data: Bytes) -> StoreResult<String> {
+        if !(1..=10_000).contains(&part) {
+            return Err(StoreError::Upload(format!("part {part} is not 1 to 10000")));
+        }
+        let dir = self.upload_for(key, upload).await?;
+        let etag = format!("\"{}\"", hex_sha256(&data));
+        let (root, path) = (self.root.clone(), dir.join(format!("{part:05}")));
+        tokio::task::spawn_blocking(move || write_atomically(&root, &path, &data))
+            .await
+            .map_err(db_err)?
+            .map_err(db_err)?;
+        Ok(etag)
+    }
+
+    async fn complete_upload(&self, key: &str, upload: &str, parts: &[Part]) -> StoreResult<()> {
+        let dir = self.upload_for(key, upload).await?;
+        let stored = self.parts(key, upload).await?;
+        check_parts(parts, &stored)?;
+        let (root, path) = (self.root.clone(), self.path(key)?);
+        let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
+        tokio::task::spawn_blocking(move || join_parts(&root, &dir, &numbers, &path))
+            .await
+            .map_err(db_err)?
+            .map_err(db_err)?;
+        self.abort_upload(key, upload).await
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
+        match self.upload_for(key, upload).await {
+            Ok(dir) => tokio::fs::remove_dir_all(dir).await.map_err(db_err),
+            Err(StoreError::Upload(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {

@@ -10,6 +10,10 @@ pub enum StoreError {
     /// A stored item could not be decoded into its record.
     #[error("corrupt item {0}: {1}")]
     Corrupt(String, String),
+    /// A multipart upload cannot complete as asked: it is gone, or a part is missing, too small
+    /// or not the one uploaded. The client's doing, so its message may be shown.
+    #[error("upload: {0}")]
+    Upload(String),
     /// The backend failed (I/O, network, throttling).
     #[error("storage backend: {0}")]
     Backend(#[from] anyhow::Error),

@@ -33,6 +33,7 @@ on_both_backends!(
     deletes_honour_their_conditions,
     blobs_round_trip_copy_list_and_delete,
     large_blobs_survive_multipart_upload,
+    a_multipart_upload_joins_its_parts_and_refuses_bad_part_lists,
     a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy,
     a_model_stored_with_string_client_data_reads_back_with_that_string,
     a_job_that_gives_way_waits_its_turn_and_new_data_joins_it,
@@ -254,6 +255,76 @@ async fn large_blobs_survive_multipart_upload(b: Backend) {
     let data = Bytes::from(data);
     b.stores.blobs.put("big/object", data.clone()).await.unwrap();
     assert_eq!(b.stores.blobs.get("big/object").await.unwrap().unwrap(), data);
+}
+
+async fn a_multipart_upload_joins_its_parts_and_refuses_bad_part_lists(b: Backend) {
+    use maas_store::blobs::{Part, MIN_PART};
+    let blobs = &b.stores.blobs;
+    let key = "uploads/big.bin";
+    let up = blobs.create_upload(key).await.unwrap();
+    let first = Bytes::from(vec![7u8; MIN_PART as usize]);
+    let tail = Bytes::from_static(b"the end");
+    let e1 = blobs.put_part(key, &up, 1, first.clone()).await.unwrap();
+    let e2 = blobs.put_part(key, &up, 2, tail.clone()).await.unwrap();
+    let e3 = blobs.put_part(key, &up, 3, tail.clone()).await.unwrap();
+    let part = |number, etag: &String| Part {
+        number,
+        etag: etag.clone(),
+        size: 0,
+    };
+    let upload = up.as_str();
+    let refused = |parts: Vec<Part>| async move {
+        matches!(
+            blobs.complete_upload(key, upload, &parts).await,
+            Err(StoreError::Upload(_))
+        )
+    };
+    assert!(refused(vec![part(1, &e1), part(4, &e2)]).await, "a part never uploaded");
+    assert!(refused(vec![part(1, &e2), part(2, &e2)]).await, "another part's ETag");
+    assert!(
+        refused(vec![part(2, &e2), part(3, &e3)]).await,
+        "a small part that is not the last"
+    );
+    assert!(refused(vec![part(2, &e2), part(1, &e1)]).await, "out of order");
+    assert!(
+        blobs.get(key).await.unwrap().is_none(),
+        "nothing written by a refused completion"
+    );
+    blobs
+        .complete_upload(key, &up, &[part(1, &e1), part(2, &e2)])
+        .await
+        .unwrap();
+    let whole = blobs.get(key).await.unwrap().unwrap();
+    assert_eq!(
+        (whole.len() as u64, &whole[whole.len() - 7..]),
+        (MIN_PART + 7, &b"the end"[..])
+    );
+    assert_eq!(blobs.size(key).await.unwrap(), Some(MIN_PART + 7));
+    let range = blobs.get_range(key, MIN_PART - 1, 4).await.unwrap().unwrap();
+    assert_eq!(&range[..], &[7, b't', b'h', b'e']);
+    assert_eq!(blobs.size("uploads/none").await.unwrap(), None);
+
+    let up = blobs.create_upload("uploads/dropped.bin").await.unwrap();
+    blobs
+        .put_part("uploads/dropped.bin", &up, 1, tail.clone())
+        .await
+        .unwrap();
+    blobs.abort_upload("uploads/dropped.bin", &up).await.unwrap();
+    blobs.abort_upload("uploads/dropped.bin", &up).await.unwrap();
+    let p1 = Part {
+        number: 1,
+        etag: String::new(),
+        size: 0,
+    };
+    assert!(
+        blobs.complete_upload("uploads/dropped.bin", &up, &[p1]).await.is_err(),
+        "an aborted upload is gone"
+    );
+    assert_eq!(
+        blobs.list("uploads/").await.unwrap(),
+        ["uploads/big.bin"],
+        "parts are not objects"
+    );
 }
 
 #[tokio::test]

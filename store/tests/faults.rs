@@ -81,6 +81,24 @@ impl Blobs for FaultyBlobs {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         self.inner.list(prefix).await
     }
+    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
+        self.inner.size(key).await
+    }
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>> {
+        self.inner.get_range(key, start, len).await
+    }
+    async fn create_upload(&self, key: &str) -> StoreResult<String> {
+        self.inner.create_upload(key).await
+    }
+    async fn put_part(&self, key: &str, upload: &str, part: u32, data: Bytes) -> StoreResult<String> {
+        self.inner.put_part(key, upload, part, data).await
+    }
+    async fn complete_upload(&self, key: &str, upload: &str, parts: &[maas_store::blobs::Part]) -> StoreResult<()> {
+        self.inner.complete_upload(key, upload, parts).await
+    }
+    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
+        self.inner.abort_upload(key, upload).await
+    }
 }
 
 struct Harness {
