@@ -543,6 +543,14 @@ pub static ROUTES: &[Route] = &[
         models::create_version
     ),
     v1!(
+        "v1-models-versions-complete",
+        "POST",
+        "/api/v1/models/{model_id}/versions/{version}/complete",
+        needs("model:write"),
+        Other,
+        models::complete_upload
+    ),
+    v1!(
         "v1-models-versions-list",
         "GET",
         "/api/v1/models/{model_id}/versions",
@@ -687,7 +695,11 @@ pub fn router<'a>(state: AppState, routes: impl IntoIterator<Item = &'a Route>) 
         .route("/v1/inference/stream", ws.clone())
         .route("/api/v1/inference/stream", ws)
         .route("/metrics", axum::routing::get(crate::inference::metrics_endpoint))
-        .route("/blobs/{*key}", axum::routing::get(crate::registry::signed::serve));
+        .route("/blobs/{*key}", axum::routing::get(crate::registry::signed::serve))
+        .route(
+            "/blobs/uploads/{upload}/{part}",
+            axum::routing::put(crate::registry::uploads::put_part),
+        );
     let app = app.layer(axum::Extension(BodyBudget::for_limit(body_limit)));
     common_layers(app.fallback(not_found).with_state(state))
 }

@@ -362,8 +362,7 @@ where
         Some("EntityTooSmall") => "a part that is not the last is smaller than 5 MiB",
         _ => return s3_err(e),
     };
-    return StoreError::Upload(message.into());
-    s3_err(e)
+    StoreError::Upload(message.into())
 }
 
 fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(

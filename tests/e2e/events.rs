@@ -118,7 +118,11 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
             match name {
                 "v1-api-keys-create" => drop(ids.insert("KEY_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-users-create" => drop(ids.insert("ID", value["data"]["user_id"].as_str().unwrap().into())),
-                "v1-models-create" => drop(ids.insert("MODEL_ID", value["data"]["id"].as_str().unwrap().into())),
+                "v1-models-create" => {
+                    let model = value["data"]["id"].as_str().unwrap().to_string();
+                    ids.insert("ETAG", uploading_version(&state, &model).await);
+                    ids.insert("MODEL_ID", model);
+                }
                 "v1-inference-deployments-create" => {
                     drop(ids.insert("DEPLOYMENT_ID", value["data"]["id"].as_str().unwrap().into()))
                 }
@@ -135,6 +139,42 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
         }
     }
     sidecar.stop();
+}
+
+/// The sample completion event finishes an upload of version 2.0.0 whose one part is already up,
+/// as a client would have PUT it; returns the part's ETag.
+async fn uploading_version(state: &AppState, model: &str) -> String {
+    use maas_functions::registry::uploads::{self, DeclaredFile};
+    use sha2::Digest;
+    let bytes = std::fs::read(events_dir().join("v1-models-create.json")).unwrap();
+    let event: Value = serde_json::from_slice(&bytes).unwrap();
+    let form = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        event["body"].as_str().unwrap(),
+    )
+    .unwrap();
+    // The sample form's file: from `GGUF` to the closing boundary.
+    let start = form.windows(5).position(|w| w == b"GGUF\x03").unwrap();
+    let end = start + form[start..].windows(4).position(|w| w == b"\r\n--").unwrap();
+    let gguf = bytes::Bytes::copy_from_slice(&form[start..end]);
+    let declared = DeclaredFile {
+        field: "model_file".into(),
+        size: gguf.len() as u64,
+        sha256: sha2::Sha256::digest(&gguf).iter().map(|b| format!("{b:02x}")).collect(),
+        format: Some("gguf".into()),
+    };
+    let (v, _) = uploads::start(state, model, "2.0.0", String::new(), &[declared])
+        .await
+        .unwrap();
+    state.registry.repo.start_version(&v).await.unwrap();
+    let f = &v.files[0];
+    let blobs = &state.registry.blobs;
+    let etag = blobs
+        .put_part(&f.blob, f.upload.as_ref().unwrap(), 1, gguf)
+        .await
+        .unwrap();
+    // Unquoted, as it sits inside the event's JSON body; both stores take it either way.
+    etag.trim_matches('"').to_string()
 }
 
 /// The sample embedding event needs a deployment of the embedding model; the one create event

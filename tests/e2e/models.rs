@@ -15,6 +15,8 @@ on_both_backends!(
     lists_filter_sort_and_page_through_cursors_without_gaps_or_repeats,
     bad_uploads_get_clear_errors_and_leave_nothing_behind,
     the_built_in_models_are_public_platform_models_with_metadata_from_their_files,
+    a_large_model_uploaded_in_presigned_parts_is_deployed_and_answers,
+    completions_that_do_not_match_the_declaration_fail_the_version,
 );
 
 /// A GGUF v3 file: `general.architecture = llama`, `llama.context_length = 4096`, and one f32
@@ -620,4 +622,270 @@ async fn the_built_in_models_are_public_platform_models_with_metadata_from_their
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "built-ins are the platform's");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// PUTs each part of `bytes` to its URL, without credentials, and returns the completion body.
+async fn put_parts(app: &TestApp, upload: &Value, field: &str, bytes: &[u8]) -> Value {
+    let file = upload["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == field)
+        .unwrap();
+    let size = file["part_size"].as_u64().unwrap() as usize;
+    let mut done = Vec::new();
+    for (part, chunk) in file["parts"].as_array().unwrap().iter().zip(bytes.chunks(size)) {
+        let url = part["url"].as_str().unwrap();
+        let url = if url.starts_with('/') {
+            format!("{}{url}", app.url)
+        } else {
+            url.to_string()
+        };
+        let r = reqwest::Client::new()
+            .put(url)
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let etag = r.headers()["etag"].to_str().unwrap().to_string();
+        done.push(json!({"part_number": part["part_number"], "etag": etag}));
+    }
+    json!({"field": field, "parts": done})
+}
+
+async fn a_large_model_uploaded_in_presigned_parts_is_deployed_and_answers(b: Backend) {
+    let app = spawn_app(b).await;
+    let token = user(&app).await;
+    let t = Some(token.as_str());
+    let gguf = std::fs::read(crate::openai::models_dir().join("smollm2-135m-instruct/model.gguf")).unwrap();
+    let body = json!({"name": "SmolLM2 of mine", "type": "llm", "version": "0.1.0",
+        "files": [{"field": "model_file", "size": gguf.len(), "sha256": sha256_hex(&gguf), "format": "gguf"}]});
+    let (s, v) = app.v1(Method::POST, "/api/v1/models", t, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let upload = v["data"]["upload"].clone();
+    assert_eq!(upload["status"], "uploading");
+    assert!(upload["files"][0]["parts"].as_array().unwrap().len() > 1, "{upload}");
+    let (_, d) = app.v1(Method::GET, &format!("/api/v1/models/{id}"), t, None).await;
+    assert_eq!(
+        (
+            d["data"]["versions"][0]["status"].as_str(),
+            d["data"]["latest_version"].as_str()
+        ),
+        (Some("uploading"), None)
+    );
+
+    let done = json!({"files": [put_parts(&app, &upload, "model_file", &gguf).await]});
+    let complete = upload["complete_url"].as_str().unwrap();
+    let (s, v) = app.v1(Method::POST, complete, t, Some(done.clone())).await;
+    assert_eq!(
+        (s, v["data"]["status"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{v}"
+    );
+    let (s, _) = app.v1(Method::POST, complete, t, Some(done)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a version completes once");
+    let (_, d) = app.v1(Method::GET, &format!("/api/v1/models/{id}"), t, None).await;
+    assert_eq!(d["data"]["latest_version"], "0.1.0");
+    let params = d["data"]["metadata"]["parameters_count"].as_u64().unwrap();
+    assert!((130_000_000..140_000_000).contains(&params), "{params}");
+
+    let (s, dep) = app
+        .v1(
+            Method::POST,
+            "/api/v1/inference/deployments",
+            t,
+            Some(json!({"name": "mine", "model_id": id})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{dep}");
+    assert_eq!(dep["data"]["model_version"], "0.1.0");
+    let deployment = dep["data"]["id"].as_str().unwrap().to_string();
+    let (s, v) = app.v1(Method::DELETE, &format!("/api/v1/models/{id}"), t, None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("RESOURCE_003")),
+        "in use: {v}"
+    );
+
+    let question = json!([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]);
+    let body =
+        json!({"deployment_id": deployment, "messages": question, "parameters": {"max_tokens": 24, "temperature": 0}});
+    let answer = loop {
+        let (s, v, _) = app
+            .call(Method::POST, "/api/v1/inference/generate", t, Some(body.clone()))
+            .await;
+        if s == StatusCode::SERVICE_UNAVAILABLE {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(s, StatusCode::OK, "{v}");
+        break v["data"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    };
+    assert!(answer.contains("Paris"), "{answer}");
+    let body = json!({"model": id, "messages": question, "max_tokens": 24, "temperature": 0});
+    let (s, v, _) = app
+        .call(Method::POST, "/v1/chat/completions", t, Some(body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "the model's id names its latest version: {v}");
+    let other = user(&app).await;
+    let (s, v, _) = app
+        .call(Method::POST, "/v1/chat/completions", Some(other.as_str()), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a private model is no one else's: {v}");
+
+    let (s, _) = app
+        .v1(
+            Method::DELETE,
+            &format!("/api/v1/inference/deployments/{deployment}"),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = app.v1(Method::DELETE, &format!("/api/v1/models/{id}"), t, None).await;
+    assert_eq!(s, StatusCode::OK, "free once its deployment is gone: {v}");
+}
+
+async fn completions_that_do_not_match_the_declaration_fail_the_version(b: Backend) {
+    let app = spawn_app(b).await;
+    let token = user(&app).await;
+    let t = Some(token.as_str());
+    let id = upload(&app, &token, "base", &[]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let big = gguf(3 << 20);
+    let start = |version: &str, sha: String, size: usize| {
+        let body = json!({"version": version, "files": [{"field": "model_file", "size": size, "sha256": sha, "format": "gguf"}]});
+        let app = &app;
+        let path = format!("/api/v1/models/{id}/versions");
+        async move {
+            let (s, v) = app.v1(Method::POST, &path, t, Some(body)).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v["data"]["upload"].clone()
+        }
+    };
+    // The declared digest is not the file's: the version fails, and says why.
+    let up = start("2.0.0", sha256_hex(b"something else"), big.len()).await;
+    let done = json!({"files": [put_parts(&app, &up, "model_file", &big).await]});
+    let (s, v) = app
+        .v1(Method::POST, up["complete_url"].as_str().unwrap(), t, Some(done))
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("VALIDATION_004")),
+        "{v}"
+    );
+    let (_, vs) = app
+        .v1(Method::GET, &format!("/api/v1/models/{id}/versions"), t, None)
+        .await;
+    let failed = vs["data"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "2.0.0")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("sha256"), "{failed}");
+
+    // A part left out: the client is told, and may still finish the upload.
+    let mut two = gguf(8 << 20);
+    two.truncate(two.len());
+    let up = start("3.0.0", sha256_hex(&two), two.len()).await;
+    let mut done = put_parts(&app, &up, "model_file", &two).await;
+    let all = done["parts"].clone();
+    done["parts"] = json!([all[0]]);
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            up["complete_url"].as_str().unwrap(),
+            t,
+            Some(json!({"files": [done.clone()]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("bytes"),
+        "the size tells a part was left out: {v}"
+    );
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            up["complete_url"].as_str().unwrap(),
+            t,
+            Some(json!({"files": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "a failed version is done with: {v}");
+
+    let up = start("4.0.0", sha256_hex(&two), two.len()).await;
+    let mut done = put_parts(&app, &up, "model_file", &two).await;
+    done["parts"][0]["etag"] = json!("\"0000\"");
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            up["complete_url"].as_str().unwrap(),
+            t,
+            Some(json!({"files": [done]})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an ETag that is not the part's: {v}"
+    );
+    let done = json!({"files": [put_parts(&app, &up, "model_file", &two).await]});
+    let (s, v) = app
+        .v1(Method::POST, up["complete_url"].as_str().unwrap(), t, Some(done))
+        .await;
+    assert_eq!(
+        (s, v["data"]["status"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "then the right parts finish it: {v}"
+    );
+
+    for (body, what) in [
+        (
+            json!({"version": "5.0.0", "files": [{"field": "model_file", "size": 60_000_000_000u64, "sha256": "a".repeat(64), "format": "gguf"}]}),
+            "over 50 GB",
+        ),
+        (
+            json!({"version": "5.0.0", "files": [{"field": "model_file", "size": 10, "sha256": "a".repeat(64)}]}),
+            "no format",
+        ),
+        (json!({"version": "5.0.0", "files": []}), "no files"),
+        (
+            json!({"version": "1.0.0", "files": [{"field": "model_file", "size": 10, "sha256": "a".repeat(64), "format": "gguf"}]}),
+            "a version taken",
+        ),
+    ] {
+        let (s, v) = app
+            .v1(Method::POST, &format!("/api/v1/models/{id}/versions"), t, Some(body))
+            .await;
+        assert!(s.is_client_error(), "{what}: {v}");
+    }
+    let forged = up["files"][0]["parts"][0]["url"]
+        .as_str()
+        .unwrap()
+        .replace("signature=", "signature=00");
+    if forged.starts_with('/') {
+        let r = reqwest::Client::new()
+            .put(format!("{}{forged}", app.url))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "a forged part URL");
+    }
 }

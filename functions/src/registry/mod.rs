@@ -6,6 +6,7 @@ pub mod form;
 pub mod header;
 pub mod serving;
 pub mod signed;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -131,6 +132,8 @@ impl Checked {
                 blob,
                 size: bytes.len() as u64,
                 sha256: hex(&Sha256::digest(bytes)),
+                upload: None,
+                part_size: 0,
             });
         }
         Ok(ModelVersion {
@@ -142,6 +145,8 @@ impl Checked {
             files,
             metadata,
             created_at: maas_store::now_millis(),
+            expires_at: None,
+            ttl: None,
             ver: 0,
         })
     }
@@ -157,6 +162,6 @@ pub async fn remove(blobs: &dyn Blobs, files: &[VersionFile]) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

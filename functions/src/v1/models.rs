@@ -21,6 +21,7 @@ use super::envelope::{created, iso, ok, parse_json, ApiError, ApiPath, ApiQuery,
 use super::guard::Principal;
 use super::users::Pagination;
 use crate::registry::form::{is_multipart, Form};
+use crate::registry::uploads::{self, Completion, DeclaredFile, FileUpload};
 use crate::registry::{self, signed, Upload};
 use crate::state::AppState;
 
@@ -90,6 +91,9 @@ pub struct VersionView {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: String,
+    /// Where to upload, while the version is `uploading` and was just started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -120,6 +124,9 @@ pub struct ModelDetail {
     pub usage_examples: Vec<UsageExample>,
     /// Whether the caller likes it.
     pub liked: bool,
+    /// The first version's upload, when the model was created with declared files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadView>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -181,6 +188,35 @@ pub struct NewModel {
     pub base_model: Option<String>,
     #[schema(max_length = 64)]
     pub project_id: Option<String>,
+    /// The first version, `1.0.0` unless this says, when `files` are declared.
+    #[schema(max_length = 64)]
+    pub version: Option<String>,
+    /// Files to upload through presigned URLs (see `POST /api/v1/models/{model_id}/versions`).
+    #[schema(max_items = 3)]
+    pub files: Option<Vec<DeclaredFile>>,
+}
+
+/// A version to upload through presigned URLs: declare each file's size and sha256, PUT the
+/// parts to the URLs the answer gives, then call `.../complete`.
+#[derive(Deserialize, ToSchema)]
+pub struct NewUpload {
+    #[schema(max_length = 64)]
+    pub version: String,
+    #[schema(max_length = 2000)]
+    pub description: Option<String>,
+    #[schema(min_items = 1, max_items = 3)]
+    pub files: Vec<DeclaredFile>,
+}
+
+/// An upload under way: where to PUT each file's parts, until `expires_at`.
+#[derive(Serialize, ToSchema)]
+pub struct UploadView {
+    pub version: String,
+    pub status: String,
+    pub expires_at: String,
+    pub files: Vec<FileUpload>,
+    /// `POST` the parts' ETags here when every part is up.
+    pub complete_url: String,
 }
 
 /// The multipart form of a new model (seed 003 §4.3): the JSON fields as text (`tags` as a
@@ -358,6 +394,7 @@ fn version_view(v: &ModelVersion) -> VersionView {
             .collect(),
         metadata: v.metadata.clone(),
         created_at: iso(v.created_at / 1000),
+        upload: None,
     }
 }
 
@@ -608,6 +645,7 @@ async fn detail(state: &AppState, who: &Principal, m: &Model) -> Result<ModelDet
         versions: versions.iter().map(version_view).collect(),
         usage_examples: examples(m),
         liked: state.registry.repo.liked(&m.model_id, &who.user.user_id).await?,
+        upload: None,
     })
 }
 
@@ -648,9 +686,23 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
     let owner = who.user.user_id.clone();
     if !is_multipart(&req) {
         let body = <crate::v1::envelope::ApiBody as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
-        let m = new_model(parse_json(&body.0)?, &owner)?;
-        state.registry.repo.create(&m, &[]).await?;
-        return Ok(created(detail(&state, &who, &m).await?));
+        let mut req: NewModel = parse_json(&body.0)?;
+        let (files, version) = (req.files.take(), req.version.take());
+        let m = new_model(req, &owner)?;
+        let Some(files) = files else {
+            state.registry.repo.create(&m, &[]).await?;
+            return Ok(created(detail(&state, &who, &m).await?));
+        };
+        let version = check_version(version.as_deref().unwrap_or("1.0.0"))?;
+        uploads::check_declared(&files)?;
+        let (v, files) = uploads::start(&state, &m.model_id, &version, "Initial release".into(), &files).await?;
+        if let Err(e) = state.registry.repo.create(&m, std::slice::from_ref(&v)).await {
+            uploads::abort(&*state.registry.blobs, &v.files).await;
+            return Err(e.into());
+        }
+        let mut out = detail(&state, &who, &m).await?;
+        out.upload = Some(upload_view(&v, files));
+        return Ok(created(out));
     }
     let mut form = Form::read(req).await?;
     let text = |name: &str| form.text(name).map(|v| v.map(str::to_string));
@@ -664,6 +716,8 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
         tags: text("tags")?.map(|t| form_tags(&t)).transpose()?,
         base_model: text("base_model")?,
         project_id: text("project_id")?,
+        version: None,
+        files: None,
     };
     let version = check_version(text("version")?.as_deref().unwrap_or("1.0.0"))?;
     let mut m = new_model(fields, &owner)?;
@@ -779,7 +833,7 @@ pub async fn create_version(
 ) -> ApiResult<VersionView> {
     let m = owned(&state, &who, &id).await?;
     if !is_multipart(&req) {
-        return Err(ApiError::new(Code::Validation004, "a version is uploaded as multipart/form-data").unprocessable());
+        return start_upload(&state, &id, req).await;
     }
     let mut form = Form::read(req).await?;
     let version = form
@@ -830,6 +884,124 @@ pub async fn create_version(
             Err(e.into())
         }
     }
+}
+
+/// `POST .../versions` with JSON: starts a presigned upload of the declared files.
+async fn start_upload(state: &AppState, id: &str, req: Request) -> ApiResult<VersionView> {
+    let body = <crate::v1::envelope::ApiBody as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
+    let req: NewUpload = parse_json(&body.0)?;
+    let version = check_version(&req.version)?;
+    let description = req.description.unwrap_or_default();
+    prose("description", &description, 2000)?;
+    uploads::check_declared(&req.files)?;
+    if state.registry.repo.version(id, &version).await?.is_some() {
+        return Err(taken(&version));
+    }
+    let (v, files) = uploads::start(state, id, &version, description, &req.files).await?;
+    if let Err(e) = state.registry.repo.start_version(&v).await {
+        uploads::abort(&*state.registry.blobs, &v.files).await;
+        return Err(match e {
+            StoreError::ConditionFailed => taken(&version),
+            e => e.into(),
+        });
+    }
+    let mut view = version_view(&v);
+    view.upload = Some(upload_view(&v, files));
+    Ok(created(view))
+}
+
+fn upload_view(v: &ModelVersion, files: Vec<FileUpload>) -> UploadView {
+    UploadView {
+        version: v.version.clone(),
+        status: v.status.clone(),
+        expires_at: iso(v.expires_at.unwrap_or_default()),
+        files,
+        complete_url: format!("/api/v1/models/{}/versions/{}/complete", v.model_id, v.version),
+    }
+}
+
+/// Finishes a presigned upload: joins the parts, then checks each file's size and sha256 and
+/// the weights' header. The version turns `ready`, or `failed` with the reason (422).
+#[utoipa::path(post, path = "/api/v1/models/{model_id}/versions/{version}/complete", tag = "models",
+    params(ModelVersionId), request_body = Completion,
+    responses((status = 404, description = "No such model or version (another user's private model is missing too)", body = super::envelope::ErrorBody),
+        (status = 409, description = "The version is not uploading", body = super::envelope::ErrorBody),
+        (status = 422, description = "A part is missing, or a file is not what was declared (the version is then failed)", body = super::envelope::ErrorBody),
+        (status = 200, body = super::envelope::Envelope<VersionView>)))]
+pub async fn complete_upload(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath((id, version)): ApiPath<(String, String)>,
+    super::envelope::ApiJson(done): super::envelope::ApiJson<Completion>,
+) -> ApiResult<VersionView> {
+    let m = owned(&state, &who, &id).await?;
+    let v = state
+        .registry
+        .repo
+        .version(&id, &version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("version"))?;
+    if v.status != "uploading" {
+        return Err(ApiError::new(
+            Code::Resource002,
+            format!("version {version} is {}, not uploading", v.status),
+        ));
+    }
+    if v.expires_at.is_some_and(|e| e <= maas_store::now_secs()) {
+        return Err(ApiError::new(Code::Resource002, "the upload expired; start another").unprocessable());
+    }
+    let blobs = &*state.registry.blobs;
+    uploads::join(blobs, &v, &done).await?;
+    let (files, header) = match uploads::verify(blobs, &v).await? {
+        Ok(checked) => checked,
+        Err(uploads::Rejected(reason)) => {
+            registry::remove(blobs, &v.files).await;
+            let failed = ModelVersion {
+                status: "failed".into(),
+                error: Some(reason.clone()),
+                ..v.clone()
+            };
+            state.registry.repo.finish_version(&v, &failed, Model::clone).await?;
+            return Err(ApiError::field(Code::Validation004, "files", reason).unprocessable());
+        }
+    };
+    let weights = files
+        .iter()
+        .find(|f| f.name.starts_with("model."))
+        .map_or(0, |f| f.size);
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let mut metadata = registry::header::metadata(&header, &m.model_type, weights);
+    metadata["size_bytes"] = json!(total);
+    let ready = ModelVersion {
+        status: "ready".into(),
+        files,
+        metadata: metadata.clone(),
+        expires_at: None,
+        ttl: None,
+        ..v.clone()
+    };
+    state
+        .registry
+        .repo
+        .finish_version(&v, &ready, |old| became_latest(old, &ready.version, &metadata))
+        .await
+        .map_err(super::profile::conflict_on_race)?;
+    Ok(ok(version_view(&ready)))
+}
+
+/// The model once `version` is ready: its latest when no newer one is.
+fn became_latest(old: &Model, version: &str, metadata: &Value) -> Model {
+    let mut m = old.clone();
+    if old
+        .latest_version
+        .as_deref()
+        .is_none_or(|l| semver_cmp(version, l).is_gt())
+    {
+        m.latest_version = Some(version.to_string());
+        m.metadata = metadata.clone();
+    }
+    m.updated_at = maas_store::now_millis();
+    m
 }
 
 fn taken(version: &str) -> ApiError {

@@ -261,6 +261,12 @@ pub struct ModelVersion {
     #[serde(default)]
     pub metadata: Value,
     pub created_at: i64,
+    /// While `uploading`: when the upload's URLs stop working (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// While `uploading`: when the store forgets an abandoned version (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
     #[serde(default)]
     pub ver: u64,
 }
@@ -271,8 +277,14 @@ pub struct VersionFile {
     pub name: String,
     /// Where it lies in the bucket.
     pub blob: String,
+    /// Its size and digest: as declared while uploading, as checked once ready.
     pub size: u64,
     pub sha256: String,
+    /// While uploading: the bucket's multipart upload id, and the size of each part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+    #[serde(default)]
+    pub part_size: u64,
 }
 
 impl ModelVersion {
@@ -518,6 +530,31 @@ impl RegistryRepo {
             return Err(StoreError::ConditionFailed);
         }
         out
+    }
+
+    /// Writes a version that is starting to upload; `ConditionFailed` if the name is taken.
+    pub async fn start_version(&self, v: &ModelVersion) -> StoreResult<()> {
+        self.table.put(to_item(v)?, Cond::NotExists).await
+    }
+
+    /// Replaces a version as read (`ver` included) and the model with it, all or nothing.
+    pub async fn finish_version(
+        &self,
+        old: &ModelVersion,
+        new: &ModelVersion,
+        model: impl Fn(&Model) -> Model,
+    ) -> StoreResult<Option<Model>> {
+        let mut next = new.clone();
+        next.ver = old.ver + 1;
+        let item = to_item(&next)?;
+        self.update(&old.model_id, |m| {
+            let write = Write::Put {
+                item: item.clone(),
+                cond: Cond::Version(old.ver),
+            };
+            Some((model(m), vec![write]))
+        })
+        .await
     }
 
     /// Whether `user` likes the model.
