@@ -39,6 +39,9 @@ pub struct IdentityArgs {
     /// Model tokens per user per calendar month.
     #[arg(long, env = "MAAS_MONTHLY_TOKENS", default_value_t = 10_000_000)]
     pub monthly_tokens: i64,
+    /// Bytes each user may keep in the bucket: models, datasets.
+    #[arg(long, env = "MAAS_STORAGE_BYTES", default_value_t = 10 << 30)]
+    pub storage_bytes: i64,
     /// Days an inference call stays in its caller's history.
     #[arg(long, env = "MAAS_HISTORY_DAYS", default_value_t = 30)]
     pub history_days: u32,
@@ -70,6 +73,7 @@ impl Default for IdentityArgs {
             monthly_calls: limits.monthly_calls,
             rate_inference_tokens: limits.inference_tokens,
             monthly_tokens: limits.monthly_tokens,
+            storage_bytes: limits.storage_bytes,
             history_days: 30,
             admin_username: "admin".into(),
             admin_email: None,
@@ -90,6 +94,7 @@ impl IdentityArgs {
             monthly_calls: self.monthly_calls,
             inference_tokens: self.rate_inference_tokens,
             monthly_tokens: self.monthly_tokens,
+            storage_bytes: self.storage_bytes,
             ..RateLimits::default()
         }
     }

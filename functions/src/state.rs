@@ -47,7 +47,11 @@ impl AppState {
                 history_days: config.identity.history_days.max(1),
                 counters: Default::default(),
             }),
-            registry: Arc::new(crate::registry::RegistryState::new(stores, &config.system_key)),
+            registry: Arc::new(crate::registry::RegistryState::new(
+                stores,
+                &config.system_key,
+                config.identity.rate_limits().storage_bytes.max(0) as u64,
+            )),
             ws_connections: Arc::default(),
         };
         crate::v1::users::ensure_admin(&state, &config.identity).await?;

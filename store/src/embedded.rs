@@ -270,6 +270,8 @@ impl FileBlobs {
         // A crash mid-put leaves only a temporary file behind: sweep them on start.
         let _ = std::fs::remove_dir_all(root.join(".tmp"));
         std::fs::create_dir_all(root.join(".tmp")).map_err(db_err)?;
+        // Uploads abandoned past their URLs' lifetime hold parts no one can finish.
+        sweep_uploads(root, UPLOAD_LIFETIME);
         Ok(FileBlobs {
             root: root.to_path_buf(),
         })
@@ -349,6 +351,25 @@ fn write_atomically(root: &Path, path: &Path, data: &[u8]) -> std::io::Result<()
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// How long an unfinished multipart upload's parts are kept: past the day its URLs work.
+pub const UPLOAD_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2 * 24 * 3600);
+
+/// Removes the parts of uploads started more than `age` ago; returns how many were removed.
+pub fn sweep_uploads(root: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(root.join(".tmp-uploads")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let started = entry.path().join("key").metadata().and_then(|m| m.modified());
+        let old = started.is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age));
+        if old && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn hex_sha256(data: &[u8]) -> String {
@@ -532,5 +553,22 @@ impl Blobs for FileBlobs {
         })
         .await
         .map_err(db_err)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn abandoned_uploads_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FileBlobs::open(dir.path()).unwrap();
+        let up = blobs.create_upload("a/b").await.unwrap();
+        blobs.put_part("a/b", &up, 1, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(sweep_uploads(dir.path(), UPLOAD_LIFETIME), 0, "a fresh upload stays");
+        assert_eq!(sweep_uploads(dir.path(), std::time::Duration::ZERO), 1);
+        let gone = blobs.put_part("a/b", &up, 2, Bytes::from_static(b"y")).await;
+        assert!(matches!(gone, Err(StoreError::Upload(_))));
     }
 }

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::support::{spawn_app, Backend, TestApp};
+use crate::support::{spawn_app, spawn_with, Backend, TestApp};
 
 on_both_backends!(
     a_model_uploaded_as_a_form_is_read_versioned_downloaded_and_deleted,
@@ -17,6 +17,7 @@ on_both_backends!(
     the_built_in_models_are_public_platform_models_with_metadata_from_their_files,
     a_large_model_uploaded_in_presigned_parts_is_deployed_and_answers,
     completions_that_do_not_match_the_declaration_fail_the_version,
+    uploads_past_the_storage_quota_are_refused_before_any_byte_moves,
 );
 
 /// A GGUF v3 file: `general.architecture = llama`, `llama.context_length = 4096`, and one f32
@@ -888,4 +889,80 @@ async fn completions_that_do_not_match_the_declaration_fail_the_version(b: Backe
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "a forged part URL");
     }
+}
+
+async fn storage_used(app: &TestApp, token: &str) -> u64 {
+    let (_, v) = app.v1(Method::GET, "/api/v1/users/me", Some(token), None).await;
+    assert_eq!(v["data"]["quota"]["storage_limit"], 1 << 20, "{v}");
+    v["data"]["quota"]["storage_used"].as_u64().unwrap()
+}
+
+async fn uploads_past_the_storage_quota_are_refused_before_any_byte_moves(b: Backend) {
+    let app = spawn_with(b, |c| c.identity.storage_bytes = 1 << 20).await;
+    let token = user(&app).await;
+    let t = Some(token.as_str());
+    let m = upload(&app, &token, "small", &[("visibility", "public")]).await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let size = gguf(8).len() as u64;
+    assert_eq!(storage_used(&app, &token).await, size);
+
+    let refused = |s: StatusCode, v: &Value| {
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("RESOURCE_004")),
+            "{v}"
+        );
+    };
+    let (s, v) = send_form(
+        &app,
+        "/api/v1/models",
+        &token,
+        model_form("big", &[], Some(gguf(300_000))),
+    )
+    .await;
+    refused(s, &v);
+    let declared = json!({"version": "2.0.0", "files": [{"field": "model_file", "size": 2 << 20, "sha256": "a".repeat(64), "format": "gguf"}]});
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            &format!("/api/v1/models/{id}/versions"),
+            t,
+            Some(declared),
+        )
+        .await;
+    refused(s, &v);
+    let (_, vs) = app
+        .v1(Method::GET, &format!("/api/v1/models/{id}/versions"), t, None)
+        .await;
+    assert_eq!(
+        vs["data"]["versions"].as_array().unwrap().len(),
+        1,
+        "no version started: {vs}"
+    );
+    assert_eq!(
+        app.repo().blobs.list("models/").await.unwrap().len(),
+        1,
+        "no file written"
+    );
+
+    // Another user's clone counts against the cloner.
+    let other = user(&app).await;
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            &format!("/api/v1/models/{id}/clone"),
+            Some(other.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(storage_used(&app, &other).await, size);
+
+    let (s, _) = app.v1(Method::DELETE, &format!("/api/v1/models/{id}"), t, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        storage_used(&app, &token).await,
+        0,
+        "a deleted model gives its bytes back"
+    );
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use maas_store::records::registry::{ModelVersion, RegistryRepo, VersionFile};
+use maas_store::records::storage::StorageRepo;
 use maas_store::{Blobs, Stores};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -23,14 +24,44 @@ pub struct RegistryState {
     pub repo: RegistryRepo,
     pub blobs: Arc<dyn Blobs>,
     pub signer: signed::Signer,
+    pub storage: StorageRepo,
+    /// Bytes each user may keep.
+    pub storage_limit: u64,
 }
 
 impl RegistryState {
-    pub fn new(stores: &Stores, system_key: &str) -> Self {
+    pub fn new(stores: &Stores, system_key: &str, storage_limit: u64) -> Self {
         RegistryState {
             repo: RegistryRepo::new(stores),
             blobs: stores.blobs.clone(),
             signer: signed::Signer::new(system_key),
+            storage: StorageRepo::new(stores),
+            storage_limit,
+        }
+    }
+
+    /// Refuses, before any byte moves, what would take `user` past their storage quota.
+    pub async fn check_quota(&self, user: &str, adding: u64) -> Result<(), ApiError> {
+        let used = self.storage.used(user).await?;
+        if used.saturating_add(adding) > self.storage_limit {
+            let mut e = ApiError::new(
+                Code::Resource004,
+                format!(
+                    "storage quota exceeded: {used} of {} bytes used, and this needs {adding} more",
+                    self.storage_limit
+                ),
+            );
+            e.status = Some(axum::http::StatusCode::FORBIDDEN);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Counts bytes that became `user`'s (negative: given back). A failure is logged: the files
+    /// are written, and a quota off by one upload is better than a lost one.
+    pub async fn count_storage(&self, user: &str, bytes: i64) {
+        if let Err(e) = self.storage.add(user, bytes).await {
+            tracing::error!(user = %user, bytes, error = %e, "cannot count storage");
         }
     }
 }
@@ -107,6 +138,11 @@ pub fn check(upload: Upload) -> Result<Checked, ApiError> {
 impl Checked {
     pub fn weight_bytes(&self) -> u64 {
         self.files[0].1.len() as u64
+    }
+
+    /// Every file's bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|(_, b)| b.len() as u64).sum()
     }
 
     /// Writes the files into the version's folder and returns the ready version. A failure

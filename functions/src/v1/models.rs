@@ -695,6 +695,10 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
         };
         let version = check_version(version.as_deref().unwrap_or("1.0.0"))?;
         uploads::check_declared(&files)?;
+        state
+            .registry
+            .check_quota(&owner, files.iter().map(|f| f.size).sum())
+            .await?;
         let (v, files) = uploads::start(&state, &m.model_id, &version, "Initial release".into(), &files).await?;
         if let Err(e) = state.registry.repo.create(&m, std::slice::from_ref(&v)).await {
             uploads::abort(&*state.registry.blobs, &v.files).await;
@@ -722,6 +726,7 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
     let version = check_version(text("version")?.as_deref().unwrap_or("1.0.0"))?;
     let mut m = new_model(fields, &owner)?;
     let checked = registry::check(required_file(&mut form)?)?;
+    state.registry.check_quota(&owner, checked.total_bytes()).await?;
     let v = checked
         .store(
             &*state.registry.blobs,
@@ -741,6 +746,7 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
         registry::remove(&*state.registry.blobs, &v.files).await;
         return Err(e.into());
     }
+    state.registry.count_storage(&owner, v.size() as i64).await;
     Ok(created(detail(&state, &who, &m).await?))
 }
 
@@ -808,13 +814,25 @@ pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): 
             format!("the model is in use by {}; delete those first", users.join(", ")),
         ));
     }
-    let files = state
+    let versions = state
         .registry
         .repo
         .delete(&m)
         .await
         .map_err(super::profile::conflict_on_race)?;
-    registry::remove(&*state.registry.blobs, &files).await;
+    let blobs = &*state.registry.blobs;
+    let mut freed = 0;
+    for v in &versions {
+        match v.status.as_str() {
+            "ready" => {
+                freed += v.size();
+                registry::remove(blobs, &v.files).await;
+            }
+            "uploading" => uploads::abort(blobs, &v.files).await,
+            _ => {}
+        }
+    }
+    state.registry.count_storage(&m.owner, -(freed as i64)).await;
     Ok(ok(Done { ok: true }))
 }
 
@@ -833,7 +851,7 @@ pub async fn create_version(
 ) -> ApiResult<VersionView> {
     let m = owned(&state, &who, &id).await?;
     if !is_multipart(&req) {
-        return start_upload(&state, &id, req).await;
+        return start_upload(&state, &m.owner, &id, req).await;
     }
     let mut form = Form::read(req).await?;
     let version = form
@@ -846,6 +864,7 @@ pub async fn create_version(
         return Err(taken(&version));
     }
     let checked = registry::check(required_file(&mut form)?)?;
+    state.registry.check_quota(&m.owner, checked.total_bytes()).await?;
     let v = checked
         .store(&*state.registry.blobs, &id, &version, description, json!({}))
         .await?;
@@ -872,7 +891,10 @@ pub async fn create_version(
         })
         .await;
     match added {
-        Ok(Some(_)) => Ok(created(version_view(&v))),
+        Ok(Some(_)) => {
+            state.registry.count_storage(&m.owner, v.size() as i64).await;
+            Ok(created(version_view(&v)))
+        }
         Ok(None) => {
             registry::remove(&*state.registry.blobs, &v.files).await;
             Err(ApiError::not_found("model"))
@@ -887,13 +909,17 @@ pub async fn create_version(
 }
 
 /// `POST .../versions` with JSON: starts a presigned upload of the declared files.
-async fn start_upload(state: &AppState, id: &str, req: Request) -> ApiResult<VersionView> {
+async fn start_upload(state: &AppState, owner: &str, id: &str, req: Request) -> ApiResult<VersionView> {
     let body = <crate::v1::envelope::ApiBody as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
     let req: NewUpload = parse_json(&body.0)?;
     let version = check_version(&req.version)?;
     let description = req.description.unwrap_or_default();
     prose("description", &description, 2000)?;
     uploads::check_declared(&req.files)?;
+    state
+        .registry
+        .check_quota(owner, req.files.iter().map(|f| f.size).sum())
+        .await?;
     if state.registry.repo.version(id, &version).await?.is_some() {
         return Err(taken(&version));
     }
@@ -986,6 +1012,7 @@ pub async fn complete_upload(
         .finish_version(&v, &ready, |old| became_latest(old, &ready.version, &metadata))
         .await
         .map_err(super::profile::conflict_on_race)?;
+    state.registry.count_storage(&m.owner, total as i64).await;
     Ok(ok(version_view(&ready)))
 }
 
@@ -1140,10 +1167,19 @@ pub async fn clone(
         ver: 0,
         ..source.clone()
     };
-    let versions = state.registry.repo.versions(&id).await?;
+    let versions: Vec<ModelVersion> = state
+        .registry
+        .repo
+        .versions(&id)
+        .await?
+        .into_iter()
+        .filter(|v| v.status == "ready")
+        .collect();
+    let total: u64 = versions.iter().map(ModelVersion::size).sum();
+    state.registry.check_quota(&copy.owner, total).await?;
     let mut written = Vec::new();
     let mut copies = Vec::new();
-    for v in versions.into_iter().filter(|v| v.status == "ready") {
+    for v in versions {
         let folder = registry::version_folder(&copy.model_id, &v.version);
         let mut files = Vec::new();
         for f in &v.files {
@@ -1167,5 +1203,6 @@ pub async fn clone(
         registry::remove(&*state.registry.blobs, &written).await;
         return Err(e.into());
     }
+    state.registry.count_storage(&copy.owner, total as i64).await;
     Ok(created(detail(&state, &who, &copy).await?))
 }

@@ -70,6 +70,7 @@ pub async fn profile_of(state: &AppState, user: &User, permissions: Vec<String>)
         .first()
         .map_or(0, |(_, n)| *n);
     let limits = &state.v1.limits;
+    let storage_used = state.registry.storage.used(&user.user_id).await?;
     Ok(Profile {
         id: user.user_id.clone(),
         username: user.username.clone(),
@@ -84,7 +85,7 @@ pub async fn profile_of(state: &AppState, user: &User, permissions: Vec<String>)
             api_calls_limit: limits.monthly_calls,
             api_calls_used: used,
             storage_limit: limits.storage_bytes,
-            storage_used: 0,
+            storage_used: storage_used as i64,
         },
         created_at: iso(user.created_at),
     })

@@ -4,6 +4,7 @@ pub mod identity;
 pub mod inference;
 pub mod registry;
 pub mod sgt;
+pub mod storage;
 pub mod training;
 
 use serde::de::DeserializeOwned;

@@ -450,9 +450,9 @@ impl RegistryRepo {
         Err(StoreError::ConditionFailed)
     }
 
-    /// Deletes the model, its versions, likes and listing entries. Returns the versions'
-    /// files, for the caller to delete from the bucket.
-    pub async fn delete(&self, model: &Model) -> StoreResult<Vec<VersionFile>> {
+    /// Deletes the model, its versions, likes and listing entries. Returns the versions, whose
+    /// files the caller deletes from the bucket.
+    pub async fn delete(&self, model: &Model) -> StoreResult<Vec<ModelVersion>> {
         let mut writes = vec![Write::Delete {
             key: model.key(),
             cond: Cond::Version(model.ver),
@@ -469,12 +469,12 @@ impl RegistryRepo {
             .table
             .query(&Query::primary(partition(&model.model_id), ""))
             .await?;
-        let mut files = Vec::new();
+        let mut versions = Vec::new();
         for chunk in rest.chunks(25) {
             let mut writes = Vec::new();
             for item in chunk {
                 if let Ok(v) = from_item::<ModelVersion>(item.clone()) {
-                    files.extend(v.files);
+                    versions.push(v);
                 }
                 writes.push(Write::Delete {
                     key: item.key()?,
@@ -483,7 +483,7 @@ impl RegistryRepo {
             }
             self.table.write(writes).await?;
         }
-        Ok(files)
+        Ok(versions)
     }
 
     /// What uses the model (`deployment {id}`, ...), as their use markers say.
