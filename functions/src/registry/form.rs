@@ -24,11 +24,13 @@ pub struct File {
 pub struct Form {
     pub text: HashMap<String, String>,
     pub files: HashMap<String, File>,
+    /// Names given more than once: asking for one is an error; unknown ones are ignored.
+    twice: Vec<String>,
 }
 
 impl Form {
-    /// Reads a multipart body. A part that is neither a named text field nor a file, a field
-    /// given twice, or a body past [`FORM_LIMIT`] is refused.
+    /// Reads a multipart body. A part without a name, or a body past [`FORM_LIMIT`], is refused;
+    /// a field given twice is refused when it is asked for.
     pub async fn read(req: Request) -> Result<Form, ApiError> {
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(BodyLimit(FORM_LIMIT));
@@ -57,11 +59,8 @@ impl Form {
                 return Err(ApiError::new(Code::Validation002, "a form part has no name"));
             };
             if form.text.contains_key(&name) || form.files.contains_key(&name) {
-                return Err(ApiError::field(
-                    Code::Validation002,
-                    &name,
-                    format!("{name} is given twice"),
-                ));
+                form.twice.push(name);
+                continue;
             }
             match field.file_name().map(str::to_string) {
                 Some(file_name) => {
@@ -84,12 +83,25 @@ impl Form {
         Ok(form)
     }
 
-    pub fn take_file(&mut self, name: &str) -> Option<File> {
-        self.files.remove(name)
+    pub fn take_file(&mut self, name: &str) -> Result<Option<File>, ApiError> {
+        self.once(name)?;
+        Ok(self.files.remove(name))
+    }
+
+    fn once(&self, name: &str) -> Result<(), ApiError> {
+        if self.twice.iter().any(|n| n == name) {
+            return Err(ApiError::field(
+                Code::Validation002,
+                name,
+                format!("{name} is given twice"),
+            ));
+        }
+        Ok(())
     }
 
     /// A text field, where a file of the same name is a mistake worth naming.
     pub fn text(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        self.once(name)?;
         if self.files.contains_key(name) {
             return Err(
                 ApiError::field(Code::Validation002, name, format!("{name} must be text, not a file")).unprocessable(),

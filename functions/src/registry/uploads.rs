@@ -73,8 +73,18 @@ pub struct FileUpload {
 #[derive(Deserialize, ToSchema)]
 pub struct CompletedPart {
     #[schema(minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "whole_number")]
     pub part_number: u32,
     pub etag: String,
+}
+
+/// A part number as JSON writes it: `3` or `3.0` (JSON has one number type).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = f64::deserialize(d)?;
+    if n.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&n) {
+        return Err(serde::de::Error::custom(format!("{n} is not a part number")));
+    }
+    Ok(n as u32)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -129,6 +129,48 @@ pub struct ModelDetail {
     pub upload: Option<UploadView>,
 }
 
+/// What lists sort by (the handler checks the string against these).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SortName {
+    CreatedAt,
+    UpdatedAt,
+    DownloadCount,
+    LikeCount,
+    Name,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OrderName {
+    Asc,
+    Desc,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum VisibilityName {
+    Public,
+    Private,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ModelTypeName {
+    Llm,
+    Embedding,
+    Sgt,
+    Classification,
+    Vision,
+    Audio,
+    Multimodal,
+    Other,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -138,12 +180,16 @@ pub struct ListQuery {
     pub model_type: Option<String>,
     pub category: Option<String>,
     /// `public`, or `private` for the caller's own private models.
+    #[param(value_type = Option<VisibilityName>)]
     pub visibility: Option<String>,
     /// Words that must all appear in the name, description or tags.
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub search: Option<String>,
     /// `created_at` (default), `updated_at`, `download_count`, `like_count` or `name`.
+    #[param(value_type = Option<SortName>)]
     pub sort: Option<String>,
     /// `desc` (default) or `asc`.
+    #[param(value_type = Option<OrderName>)]
     pub order: Option<String>,
     #[param(minimum = 1, maximum = 10000)]
     pub page: Option<u32>,
@@ -174,11 +220,12 @@ pub struct NewModel {
     #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(rename = "type")]
-    #[schema(rename = "type")]
+    #[schema(rename = "type", value_type = ModelTypeName)]
     pub model_type: String,
     #[schema(max_length = 64)]
     pub category: Option<String>,
     /// `private` (default) or `public`.
+    #[schema(value_type = Option<VisibilityName>)]
     pub visibility: Option<String>,
     #[schema(max_length = 64)]
     pub license: Option<String>,
@@ -520,12 +567,12 @@ fn new_model(req: NewModel, owner: &str) -> Result<Model, ApiError> {
 
 fn required_file(form: &mut Form) -> Result<Upload, ApiError> {
     let weights = form
-        .take_file("model_file")
+        .take_file("model_file")?
         .ok_or_else(|| ApiError::field(Code::Validation001, "model_file", "model_file is required"))?;
     Ok(Upload {
         weights,
-        config: form.take_file("config_file"),
-        tokenizer: form.take_file("tokenizer_file"),
+        config: form.take_file("config_file")?,
+        tokenizer: form.take_file("tokenizer_file")?,
     })
 }
 
@@ -569,7 +616,12 @@ pub async fn list(
         category: q.category.filter(|c| !c.is_empty()),
         search: search.split_whitespace().map(str::to_lowercase).collect(),
     };
-    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+        .transpose()?;
     let skip = if cursor.is_some() {
         0
     } else {
