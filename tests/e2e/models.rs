@@ -18,6 +18,7 @@ on_both_backends!(
     a_large_model_uploaded_in_presigned_parts_is_deployed_and_answers,
     completions_that_do_not_match_the_declaration_fail_the_version,
     uploads_past_the_storage_quota_are_refused_before_any_byte_moves,
+    sgt_models_are_in_the_registry_under_the_sgt_apis_rules,
 );
 
 /// A GGUF v3 file: `general.architecture = llama`, `llama.context_length = 4096`, and one f32
@@ -965,4 +966,77 @@ async fn uploads_past_the_storage_quota_are_refused_before_any_byte_moves(b: Bac
         0,
         "a deleted model gives its bytes back"
     );
+}
+
+async fn sgt_models_are_in_the_registry_under_the_sgt_apis_rules(b: Backend) {
+    let app = spawn_app(b).await;
+    let (alice, bob) = (user(&app).await, user(&app).await);
+    let (a, bb) = (Some(alice.as_str()), Some(bob.as_str()));
+    let sgt = app.sgt_key(&alice, &["model:read", "model:write"]).await;
+    app.create_model(&sgt, "shop", "secret-net", 4, 2, false).await;
+    app.create_model(&sgt, "shop", "open-net", 3, 1, true).await;
+    let listed = |token| {
+        let app = &app;
+        async move {
+            let (_, v) = app
+                .v1(Method::GET, "/api/v1/models?type=sgt&sort=name&order=asc", token, None)
+                .await;
+            v["data"]["models"].as_array().unwrap().clone()
+        }
+    };
+    let mine = listed(a).await;
+    let names: Vec<&str> = mine.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["shop/open-net", "shop/secret-net"]);
+    let theirs = listed(bb).await;
+    assert_eq!(theirs.len(), 1, "others see the public one only: {theirs:?}");
+    let open = theirs[0]["id"].as_str().unwrap().to_string();
+    let (_, d) = app.v1(Method::GET, &format!("/api/v1/models/{open}"), bb, None).await;
+    assert_eq!(
+        (
+            d["data"]["metadata"]["in_size"].as_u64(),
+            d["data"]["metadata"]["out_size"].as_u64()
+        ),
+        (Some(3), Some(1)),
+        "{d}"
+    );
+    let (s, _) = app
+        .v1(Method::POST, &format!("/api/v1/models/{open}/like"), bb, None)
+        .await;
+    assert_eq!(s, 200, "others may like it");
+    let (s, v) = app
+        .v1(
+            Method::PUT,
+            &format!("/api/v1/models/{open}"),
+            a,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("RESOURCE_002")),
+        "{v}"
+    );
+    let (s, _) = app
+        .v1(Method::DELETE, &format!("/api/v1/models/{open}"), bb, None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "only its owner deletes it");
+
+    // Deleting in either API deletes in both.
+    let (s, v) = app.v1(Method::DELETE, &format!("/api/v1/models/{open}"), a, None).await;
+    assert_eq!(s, 200, "{v}");
+    let names: Vec<String> = app
+        .my_models(&sgt)
+        .await
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["secret-net"]);
+    app.ok(
+        "/sgt/public/delete_sgt_model",
+        sgt.with(json!({"app_name": "shop", "name": "secret-net"})),
+    )
+    .await;
+    assert!(listed(a).await.is_empty());
+    let (_, v) = app.v1(Method::GET, "/api/v1/models", a, None).await;
+    assert_eq!(v["data"]["pagination"]["total"], 0, "{v}");
 }

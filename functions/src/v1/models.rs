@@ -359,6 +359,33 @@ async fn owned(state: &AppState, who: &Principal, id: &str) -> Result<Model, Api
     Ok(m)
 }
 
+/// SGT models are listed here, but kept by the SGT API: they change there.
+fn not_sgt(m: &Model, what: &str) -> Result<(), ApiError> {
+    if m.model_type == "sgt" {
+        return Err(ApiError::new(
+            Code::Resource002,
+            format!("an SGT model is {what} through the SGT API, not here"),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes an SGT model as `/sgt/public/delete_sgt_model` does, registry entry included.
+async fn delete_sgt(state: &AppState, m: &Model) -> ApiResult<Done> {
+    let field = |k: &str| {
+        m.metadata
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    state
+        .repo
+        .delete_model(&m.owner, &field("app_name"), &field("sgt_name"))
+        .await?;
+    Ok(ok(Done { ok: true }))
+}
+
 /// The owners of a page of models, each read once.
 async fn owners(state: &AppState, models: &[Model]) -> Result<HashMap<String, Owner>, ApiError> {
     let mut out = HashMap::new();
@@ -813,7 +840,7 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     super::envelope::ApiJson(req): super::envelope::ApiJson<ModelUpdate>,
 ) -> ApiResult<ModelDetail> {
-    owned(&state, &who, &id).await?;
+    not_sgt(&owned(&state, &who, &id).await?, "changed")?;
     let name = req.name.as_deref().map(check_name).transpose()?;
     if let Some(v) = &req.visibility {
         one_of("visibility", v, &["public", "private"])?;
@@ -859,6 +886,9 @@ pub async fn update(
         (status = 200, body = super::envelope::Envelope<Done>)))]
 pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Done> {
     let m = owned(&state, &who, &id).await?;
+    if m.model_type == "sgt" {
+        return delete_sgt(&state, &m).await;
+    }
     let users = state.registry.repo.users_of(&id).await?;
     if !users.is_empty() {
         return Err(ApiError::new(
@@ -902,6 +932,7 @@ pub async fn create_version(
     req: Request,
 ) -> ApiResult<VersionView> {
     let m = owned(&state, &who, &id).await?;
+    not_sgt(&m, "given versions")?;
     if !is_multipart(&req) {
         return start_upload(&state, &m.owner, &id, req).await;
     }
@@ -1198,6 +1229,7 @@ pub async fn clone(
         parse_json(&body.0)?
     };
     let source = visible(&state, &who, &id).await?;
+    not_sgt(&source, "cloned here (use /sgt/public/clone_sgt_model_to_mine)")?;
     let name = req
         .name
         .as_deref()

@@ -114,6 +114,75 @@ impl Model {
     }
 }
 
+/// The registry's view of an SGT model: type `sgt`, named `{app}/{name}`, with its shape as
+/// metadata. It is written and deleted with the SGT model itself, in the same transaction, so
+/// the registry lists SGT models under the SGT API's ownership and visibility.
+pub fn sgt_mirror(m: &super::sgt::SgtModel) -> Model {
+    let at = m.created_at.saturating_mul(1000);
+    Model {
+        model_id: m.model_id.clone(),
+        owner: m.owner.clone(),
+        name: format!("{}/{}", m.app_name, m.name),
+        description: String::new(),
+        model_type: "sgt".into(),
+        category: m.model_type.clone(),
+        visibility: if m.is_public { "public" } else { "private" }.into(),
+        license: None,
+        tags: vec!["sgt".into()],
+        latest_version: None,
+        download_count: 0,
+        like_count: 0,
+        metadata: serde_json::json!({
+            "model_format": "sgt",
+            "app_name": m.app_name,
+            "sgt_name": m.name,
+            "in_size": m.in_size,
+            "out_size": m.out_size,
+            "parameters_count": (m.in_size as u64 + 1) * m.out_size as u64,
+        }),
+        project_id: None,
+        cloned_from: None,
+        base_model: None,
+        created_at: at,
+        updated_at: at,
+        ver: 0,
+    }
+}
+
+/// The writes that add a new model and its listing entries (the count is added after).
+pub fn create_writes(model: &Model) -> StoreResult<Vec<Write>> {
+    let mut writes = vec![Write::Put {
+        item: to_item(model)?,
+        cond: Cond::NotExists,
+    }];
+    writes.extend(model.entries().into_iter().map(|item| Write::Put {
+        item,
+        cond: Cond::Always,
+    }));
+    Ok(writes)
+}
+
+/// The writes that remove a model as read (`ver` included) and its listing entries.
+pub fn delete_writes(model: &Model) -> Vec<Write> {
+    let mut writes = vec![Write::Delete {
+        key: model.key(),
+        cond: Cond::Version(model.ver),
+    }];
+    writes.extend(model.entries().iter().map(|e| Write::Delete {
+        key: e.key().expect("entries have keys"),
+        cond: Cond::Always,
+    }));
+    writes
+}
+
+/// Keeps a scope's model count: +1 or -1 as a model enters or leaves it.
+pub async fn count_model(table: &dyn crate::Table, model: &Model, by: i64) -> StoreResult<()> {
+    table
+        .add(&count_key(&model.index_partition()), "n", by, None)
+        .await
+        .map(drop)
+}
+
 fn partition(id: &str) -> String {
     format!("MODEL#{}", part(id))
 }
@@ -453,15 +522,7 @@ impl RegistryRepo {
     /// Deletes the model, its versions, likes and listing entries. Returns the versions, whose
     /// files the caller deletes from the bucket.
     pub async fn delete(&self, model: &Model) -> StoreResult<Vec<ModelVersion>> {
-        let mut writes = vec![Write::Delete {
-            key: model.key(),
-            cond: Cond::Version(model.ver),
-        }];
-        writes.extend(model.entries().iter().map(|e| Write::Delete {
-            key: e.key().expect("entries have keys"),
-            cond: Cond::Always,
-        }));
-        self.table.write(writes).await?;
+        self.table.write(delete_writes(model)).await?;
         self.table
             .add(&count_key(&model.index_partition()), "n", -1, None)
             .await?;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::registry;
 use super::training::{chunk_prefix, TrainChunk, TrainJob};
 use super::{from_item, to_item, Record};
 use crate::blobs::Blobs;
@@ -265,9 +266,17 @@ impl SgtRepo {
         self.get(&SgtModel::key_for(owner, app_name, name)).await
     }
 
-    /// Creates a model; `ConditionFailed` when (owner, app_name, name) is taken.
+    /// Creates a model, and its entry in the model registry; `ConditionFailed` when
+    /// (owner, app_name, name) is taken.
     pub async fn create_model(&self, model: &SgtModel) -> StoreResult<()> {
-        self.table.put(to_item(model)?, Cond::NotExists).await
+        let mirror = registry::sgt_mirror(model);
+        let mut writes = vec![Write::Put {
+            item: to_item(model)?,
+            cond: Cond::NotExists,
+        }];
+        writes.extend(registry::create_writes(&mirror)?);
+        self.table.write(writes).await?;
+        registry::count_model(&*self.table, &mirror, 1).await
     }
 
     pub async fn list_models(&self, owner: &str) -> StoreResult<Vec<SgtModel>> {
@@ -312,7 +321,9 @@ impl SgtRepo {
             let Some(model) = self.get::<SgtModel>(&key).await? else {
                 return Ok(None);
             };
-            let writes = vec![
+            // Its registry entry, as it stands now (likes move its listing entries).
+            let mirror: Option<registry::Model> = self.get(&registry::Model::key_for(&model.model_id)).await?;
+            let mut writes = vec![
                 Write::Delete {
                     key: key.clone(),
                     cond: Cond::Version(model.ver),
@@ -322,8 +333,13 @@ impl SgtRepo {
                     cond: Cond::Always,
                 },
             ];
+            writes.extend(mirror.iter().flat_map(registry::delete_writes));
             match self.table.write(writes).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(m) = &mirror {
+                        registry::count_model(&*self.table, m, -1).await?;
+                    }
+                }
                 // Changed or deleted under us: read the current state again.
                 Err(StoreError::ConditionFailed) => continue,
                 Err(e) => return Err(e),
