@@ -428,6 +428,27 @@ async fn lists_filter_sort_and_page_through_cursors_without_gaps_or_repeats(b: B
             "{bad}: {v}"
         );
     }
+    let (s, _) = app
+        .v1(
+            Method::PUT,
+            &format!("/api/v1/models/{}", ids[0]),
+            t,
+            Some(json!({"category": "code"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let totals = (
+        list("category=code".into()).await,
+        list("category=chat&type=llm".into()).await,
+    );
+    assert_eq!(
+        (
+            totals.0["pagination"]["total"].as_u64(),
+            totals.1["pagination"]["total"].as_u64()
+        ),
+        (Some(5), Some(2)),
+        "counters follow a change"
+    );
     let c = list("sort=name&limit=1".into()).await["next_cursor"]
         .as_str()
         .unwrap()

@@ -655,11 +655,7 @@ pub async fn list(
         (page as usize - 1) * limit as usize
     };
     let user = who.user.user_id.as_str();
-    let total = if filter.is_empty() {
-        state.registry.repo.count(user, scope).await?
-    } else {
-        state.registry.repo.count_matching(user, scope, &filter).await?
-    };
+    let total = state.registry.repo.count(user, scope, &filter).await?;
     let req = ListRequest {
         user,
         scope,

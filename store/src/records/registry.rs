@@ -175,12 +175,43 @@ pub fn delete_writes(model: &Model) -> Vec<Write> {
     writes
 }
 
-/// Keeps a scope's model count: +1 or -1 as a model enters or leaves it.
+/// The counters a model counts in, on its scope's count item: all models, and by type, by
+/// category, and by both, so that lists filtered that way know their total without a walk.
+pub fn counter_names(model: &Model) -> [String; 4] {
+    counters_for(Some(&model.model_type), Some(&model.category))
+}
+
+fn counters_for(model_type: Option<&str>, category: Option<&str>) -> [String; 4] {
+    let (t, c) = (model_type.unwrap_or_default(), category.unwrap_or_default());
+    ["n".into(), format!("t#{t}"), format!("c#{c}"), format!("tc#{t}#{c}")]
+}
+
+/// The one counter that holds a filter's total, when one does (no `search`).
+fn counter_for(filter: &Filter) -> Option<String> {
+    if !filter.search.is_empty() {
+        return None;
+    }
+    let [n, t, c, tc] = counters_for(filter.model_type.as_deref(), filter.category.as_deref());
+    Some(match (&filter.model_type, &filter.category) {
+        (None, None) => n,
+        (Some(_), None) => t,
+        (None, Some(_)) => c,
+        (Some(_), Some(_)) => tc,
+    })
+}
+
+/// Keeps a scope's counts: +1 or -1 as a model enters or leaves it.
 pub async fn count_model(table: &dyn crate::Table, model: &Model, by: i64) -> StoreResult<()> {
-    table
-        .add(&count_key(&model.index_partition()), "n", by, None)
-        .await
-        .map(drop)
+    let key = count_key(&model.index_partition());
+    for name in counter_names(model) {
+        table.add(&key, &name, by, None).await?;
+    }
+    Ok(())
+}
+
+/// The count item of a scope, where [`counter_names`] live.
+pub fn count_key_of(model: &Model) -> Key {
+    count_key(&model.index_partition())
 }
 
 fn partition(id: &str) -> String {
@@ -271,10 +302,6 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn is_empty(&self) -> bool {
-        self.model_type.is_none() && self.category.is_none() && self.search.is_empty()
-    }
-
     fn matches(&self, entry: &Item) -> bool {
         let field = |name: &str| entry.0.get(name).and_then(Value::as_str).unwrap_or_default();
         self.model_type.as_deref().is_none_or(|t| field("model_type") == t)
@@ -456,10 +483,7 @@ impl RegistryRepo {
             });
         }
         self.table.write(writes).await?;
-        self.table
-            .add(&count_key(&model.index_partition()), "n", 1, None)
-            .await?;
-        Ok(())
+        count_model(&*self.table, model, 1).await
     }
 
     /// Replaces `old` (as read, `ver` included) with `new`, moving its listing entries, plus
@@ -487,13 +511,10 @@ impl RegistryRepo {
         }));
         writes.extend(extra);
         self.table.write(writes).await?;
-        if old.index_partition() != next.index_partition() {
-            self.table
-                .add(&count_key(&old.index_partition()), "n", -1, None)
-                .await?;
-            self.table
-                .add(&count_key(&next.index_partition()), "n", 1, None)
-                .await?;
+        let counted = |m: &Model| (m.index_partition(), counter_names(m));
+        if counted(old) != counted(&next) {
+            count_model(&*self.table, old, -1).await?;
+            count_model(&*self.table, &next, 1).await?;
         }
         Ok(next)
     }
@@ -523,9 +544,7 @@ impl RegistryRepo {
     /// files the caller deletes from the bucket.
     pub async fn delete(&self, model: &Model) -> StoreResult<Vec<ModelVersion>> {
         self.table.write(delete_writes(model)).await?;
-        self.table
-            .add(&count_key(&model.index_partition()), "n", -1, None)
-            .await?;
+        count_model(&*self.table, model, -1).await?;
         let rest = self
             .table
             .query(&Query::primary(partition(&model.model_id), ""))
@@ -671,28 +690,23 @@ impl RegistryRepo {
         .await
     }
 
-    /// How many models a scope holds, without filters.
-    pub async fn count(&self, user: &str, scope: Scope) -> StoreResult<u64> {
+    /// How many models match a filter. Without `search` a counter holds it (one read per
+    /// scope); with it, a walk over the listing entries of one sort field, which are small and
+    /// hold what filters look at, never over the models themselves.
+    pub async fn count(&self, user: &str, scope: Scope, filter: &Filter) -> StoreResult<u64> {
         let mut total = 0;
         for p in partitions(user, scope) {
-            let n = self
-                .table
-                .get(&count_key(&p))
-                .await?
-                .and_then(|i| i.0.get("n").and_then(crate::item::as_i64))
-                .unwrap_or(0);
-            total += n.max(0) as u64;
-        }
-        Ok(total)
-    }
-
-    /// How many models match a filter: a walk over the listing entries of one sort field,
-    /// which are small and hold what filters look at, never over the models themselves.
-    pub async fn count_matching(&self, user: &str, scope: Scope, filter: &Filter) -> StoreResult<u64> {
-        let mut total = 0;
-        for p in partitions(user, scope) {
-            let q = Query::primary(p, SortField::CreatedAt.prefix());
-            total += self.table.query(&q).await?.iter().filter(|e| filter.matches(e)).count() as u64;
+            total += match counter_for(filter) {
+                Some(name) => {
+                    let item = self.table.get(&count_key(&p)).await?;
+                    let n = item.and_then(|i| i.0.get(&name).and_then(crate::item::as_i64));
+                    n.unwrap_or(0).max(0) as u64
+                }
+                None => {
+                    let q = Query::primary(p, SortField::CreatedAt.prefix());
+                    self.table.query(&q).await?.iter().filter(|e| filter.matches(e)).count() as u64
+                }
+            };
         }
         Ok(total)
     }
