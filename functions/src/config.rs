@@ -95,7 +95,6 @@ impl IdentityArgs {
             inference_tokens: self.rate_inference_tokens,
             monthly_tokens: self.monthly_tokens,
             storage_bytes: self.storage_bytes,
-            ..RateLimits::default()
         }
     }
 

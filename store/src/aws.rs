@@ -296,55 +296,25 @@ impl S3Blobs {
         }
     }
 
+    /// A large object in parts, through the same multipart calls presigned uploads use.
     async fn put_multipart(&self, key: &str, data: Bytes) -> StoreResult<()> {
-        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        let up = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(s3_err)?;
-        let id = up.upload_id().unwrap_or_default().to_string();
+        let id = self.create_upload(key).await?;
         let mut parts = Vec::new();
         for (i, chunk) in data.chunks(MULTIPART_PART).enumerate() {
-            let n = i as i32 + 1;
-            let part = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&id)
-                .part_number(n)
-                .body(ByteStream::from(data.slice_ref(chunk)))
-                .send()
-                .await;
-            match part {
-                Ok(p) => parts.push(CompletedPart::builder().part_number(n).set_e_tag(p.e_tag).build()),
+            let number = i as u32 + 1;
+            match self.put_part(key, &id, number, data.slice_ref(chunk)).await {
+                Ok(etag) => parts.push(Part {
+                    number,
+                    etag,
+                    size: chunk.len() as u64,
+                }),
                 Err(e) => {
-                    let _ = self
-                        .client
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(&id)
-                        .send()
-                        .await;
-                    return Err(s3_err(e));
+                    let _ = self.abort_upload(key, &id).await;
+                    return Err(e);
                 }
             }
         }
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-            .await
-            .map_err(s3_err)?;
-        Ok(())
+        self.complete_upload(key, &id, &parts).await
     }
 }
 

@@ -214,7 +214,7 @@ fn gguf(bytes: &[u8]) -> Result<Header, HeaderError> {
             None => types.push((name.to_string(), n)),
         }
     }
-    types.sort_by(|a, b| b.1.cmp(&a.1));
+    types.sort_by_key(|t| std::cmp::Reverse(t.1));
     let data_start = (c.at as u64).div_ceil(alignment) * alignment;
     let architecture = meta
         .get("general.architecture")
@@ -266,7 +266,7 @@ fn safetensors(bytes: &[u8], file_size: u64) -> Result<Header, HeaderError> {
             None => types.push((dtype.to_string(), count)),
         }
     }
-    types.sort_by(|a, b| b.1.cmp(&a.1));
+    types.sort_by_key(|t| std::cmp::Reverse(t.1));
     Ok(Header {
         format: Format::Safetensors,
         parameters,

@@ -424,7 +424,7 @@ mod tests {
             let n = size.div_ceil(p);
             assert!((1..=10_000).contains(&n), "{size}: {n} parts");
             assert!(
-                p >= maas_store::blobs::MIN_PART && p <= MAX_PART,
+                (maas_store::blobs::MIN_PART..=MAX_PART).contains(&p),
                 "{size}: parts of {p}"
             );
         }

@@ -261,32 +261,21 @@ async fn resolve(
     if models.iter().any(|m| m.id == model_id) {
         return Ok((None, version));
     }
+    use crate::registry::serving::{is_registry_id, ready_version, Unservable};
     let missing = || ApiError::field(Code::Resource001, "model_id", "model not found");
-    if uuid::Uuid::parse_str(model_id).is_err() {
+    if !is_registry_id(model_id) {
         return Err(missing());
     }
-    let model = state.registry.repo.get(model_id).await?;
-    let model = model.filter(|m| m.visible_to(&who.user.user_id)).ok_or_else(missing)?;
-    let version = version.or(model.latest_version).ok_or_else(|| {
-        ApiError::field(
-            Code::Validation001,
-            "model_version",
-            "the model has no version to deploy yet",
-        )
-        .unprocessable()
-    })?;
-    let ready = state.registry.repo.version(model_id, &version).await?;
-    if !ready.is_some_and(|v| v.status == "ready") {
-        return Err(ApiError::field(
+    match ready_version(state, &who.user.user_id, model_id, version).await {
+        Ok((engine, version)) => Ok((Some(engine), Some(version))),
+        Err(Unservable::Missing) => Err(missing()),
+        Err(Unservable::NoVersion) => Err(ApiError::field(
             Code::Resource001,
             "model_version",
-            "no such ready version",
-        ));
-    }
-    let engine = crate::registry::engine_id(model_id, &version);
-    match state.sidecar.load_model(&engine).await.map_err(ApiError::internal)? {
-        Some(_) => Ok((Some(engine), Some(version))),
-        None => Err(ApiError::internal(format!("the engine cannot find {engine}"))),
+            "the model has no ready version by that name",
+        )),
+        Err(Unservable::Engine) => Err(ApiError::internal(format!("the engine cannot load {model_id}"))),
+        Err(Unservable::Store(e)) => Err(e.into()),
     }
 }
 
