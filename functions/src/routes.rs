@@ -14,7 +14,8 @@ use crate::v1::envelope::ApiError;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
 use crate::v1::{
-    accounts, api_keys, deployments, inference, models, oauth, profile, roles, system, users, v1_layers, V1_BODY_LIMIT,
+    accounts, api_keys, deployments, inference, models, oauth, profile, projects, roles, system, users, v1_layers,
+    V1_BODY_LIMIT,
 };
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
@@ -501,6 +502,54 @@ pub static ROUTES: &[Route] = &[
         needs("deployment:write"),
         Other,
         deployments::delete
+    ),
+    v1!(
+        "v1-projects-list",
+        "GET",
+        "/api/v1/projects",
+        needs("project:read"),
+        Other,
+        projects::list
+    ),
+    v1!(
+        "v1-projects-create",
+        "POST",
+        "/api/v1/projects",
+        needs("project:write"),
+        Other,
+        projects::create
+    ),
+    v1!(
+        "v1-projects-stats",
+        "GET",
+        "/api/v1/projects/stats",
+        needs("project:read"),
+        Other,
+        projects::stats
+    ),
+    v1!(
+        "v1-projects-get",
+        "GET",
+        "/api/v1/projects/{project_id}",
+        needs("project:read"),
+        Other,
+        projects::get
+    ),
+    v1!(
+        "v1-projects-update",
+        "PUT",
+        "/api/v1/projects/{project_id}",
+        needs("project:write"),
+        Other,
+        projects::update
+    ),
+    v1!(
+        "v1-projects-delete",
+        "DELETE",
+        "/api/v1/projects/{project_id}",
+        needs("project:write"),
+        Other,
+        projects::delete
     ),
     v1!(
         "v1-models-list",

@@ -20,6 +20,7 @@ pub struct AppState {
     pub body_limit: usize,
     pub v1: Arc<V1State>,
     pub inference: Arc<crate::inference::InferenceState>,
+    pub projects: maas_store::records::projects::ProjectRepo,
     /// The model registry.
     pub registry: Arc<crate::registry::RegistryState>,
     /// Open WebSocket chats per user.
@@ -47,6 +48,7 @@ impl AppState {
                 history_days: config.identity.history_days.max(1),
                 counters: Default::default(),
             }),
+            projects: maas_store::records::projects::ProjectRepo::new(stores),
             registry: Arc::new(crate::registry::RegistryState::new(
                 stores,
                 &config.system_key,

@@ -118,6 +118,7 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
             match name {
                 "v1-api-keys-create" => drop(ids.insert("KEY_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-users-create" => drop(ids.insert("ID", value["data"]["user_id"].as_str().unwrap().into())),
+                "v1-projects-create" => drop(ids.insert("PROJECT_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-models-create" => {
                     let model = value["data"]["id"].as_str().unwrap().to_string();
                     ids.insert("ETAG", uploading_version(&state, &model).await);

@@ -12,6 +12,7 @@ mod models;
 mod oauth;
 mod oauth_provider;
 mod openai;
+mod projects;
 mod sgt;
 mod v1;
 mod v1_bodies;

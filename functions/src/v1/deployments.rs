@@ -330,7 +330,7 @@ pub async fn create(
     check_name(&req.name)?;
     validate::text("model_id", &req.model_id, 128)?;
     check_optional("model_version", req.model_version.as_deref(), 64)?;
-    check_optional("project_id", req.project_id.as_deref(), 64)?;
+    super::projects::check_member_of(&state, &who, req.project_id.as_deref()).await?;
     let config = req.config.unwrap_or_default();
     config.check()?;
     let models = served(&state).await?;
@@ -357,6 +357,7 @@ pub async fn create(
         ),
         CreateError::Store(e) => ApiError::from(e),
     })?;
+    super::projects::recount(&state, "deployments", None, deployment.project_id.as_deref()).await;
     Ok(created(view(&deployment, &models)))
 }
 
@@ -445,6 +446,7 @@ pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): 
         .delete(&d)
         .await
         .map_err(super::profile::conflict_on_race)?;
+    super::projects::recount(&state, "deployments", d.project_id.as_deref(), None).await;
     Ok(ok(Done { ok: true }))
 }
 

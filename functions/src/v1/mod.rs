@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod params;
 pub mod permissions;
 pub mod profile;
+pub mod projects;
 pub mod roles;
 pub mod system;
 pub mod tokens;

@@ -229,7 +229,7 @@ pub struct NewModel {
     pub visibility: Option<String>,
     #[schema(max_length = 64)]
     pub license: Option<String>,
-    #[schema(max_items = 20)]
+    #[schema(max_items = 20, value_type = Option<Vec<super::permissions::TagName>>)]
     pub tags: Option<Vec<String>>,
     #[schema(max_length = 128)]
     pub base_model: Option<String>,
@@ -316,7 +316,7 @@ pub struct ModelUpdate {
     pub visibility: Option<String>,
     #[schema(max_length = 64)]
     pub license: Option<String>,
-    #[schema(max_items = 20)]
+    #[schema(max_items = 20, value_type = Option<Vec<super::permissions::TagName>>)]
     pub tags: Option<Vec<String>>,
     #[schema(max_length = 64)]
     pub project_id: Option<String>,
@@ -754,7 +754,8 @@ fn examples(m: &Model) -> Vec<UsageExample> {
 /// `version` says), or from JSON, with versions uploaded later.
 #[utoipa::path(post, path = "/api/v1/models", tag = "models",
     request_body(content((ModelForm = "multipart/form-data"), (NewModel = "application/json"))),
-    responses((status = 422, description = "A file that is not a GGUF or safetensors model, or whose header disagrees with its size", body = super::envelope::ErrorBody),
+    responses((status = 404, description = "No such project (`project_id`)", body = super::envelope::ErrorBody),
+        (status = 422, description = "A file that is not a GGUF or safetensors model, or whose header disagrees with its size", body = super::envelope::ErrorBody),
         (status = 201, body = super::envelope::Envelope<ModelDetail>, links(
         ("GetModel" = (operation_id = "v1-models-get", parameters(("model_id" = "$response.body#/data/id"))))))))]
 pub async fn create(State(state): State<AppState>, who: Principal, req: Request) -> ApiResult<ModelDetail> {
@@ -764,9 +765,10 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
         let mut req: NewModel = parse_json(&body.0)?;
         let (files, version) = (req.files.take(), req.version.take());
         let m = new_model(req, &owner)?;
+        super::projects::check_member_of(&state, &who, m.project_id.as_deref()).await?;
         let Some(files) = files else {
             state.registry.repo.create(&m, &[]).await?;
-            return Ok(created(detail(&state, &who, &m).await?));
+            return created_model(&state, &who, &m).await;
         };
         let version = check_version(version.as_deref().unwrap_or("1.0.0"))?;
         uploads::check_declared(&files)?;
@@ -779,6 +781,7 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
             uploads::abort(&*state.registry.blobs, &v.files).await;
             return Err(e.into());
         }
+        super::projects::recount(&state, "models", None, m.project_id.as_deref()).await;
         let mut out = detail(&state, &who, &m).await?;
         out.upload = Some(upload_view(&v, files));
         return Ok(created(out));
@@ -800,6 +803,7 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
     };
     let version = check_version(text("version")?.as_deref().unwrap_or("1.0.0"))?;
     let mut m = new_model(fields, &owner)?;
+    super::projects::check_member_of(&state, &who, m.project_id.as_deref()).await?;
     let checked = registry::check(required_file(&mut form)?)?;
     state.registry.check_quota(&owner, checked.total_bytes()).await?;
     let v = checked
@@ -822,7 +826,13 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
         return Err(e.into());
     }
     state.registry.count_storage(&owner, v.size() as i64).await;
-    Ok(created(detail(&state, &who, &m).await?))
+    created_model(&state, &who, &m).await
+}
+
+/// Answers a model just written, counted in its project.
+async fn created_model(state: &AppState, who: &Principal, m: &Model) -> ApiResult<ModelDetail> {
+    super::projects::recount(state, "models", None, m.project_id.as_deref()).await;
+    Ok(created(detail(state, who, m).await?))
 }
 
 /// Changes a model's description, tags, license or visibility. Owner only.
@@ -836,7 +846,9 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     super::envelope::ApiJson(req): super::envelope::ApiJson<ModelUpdate>,
 ) -> ApiResult<ModelDetail> {
-    not_sgt(&owned(&state, &who, &id).await?, "changed")?;
+    let before = owned(&state, &who, &id).await?;
+    not_sgt(&before, "changed")?;
+    super::projects::check_member_of(&state, &who, req.project_id.as_deref()).await?;
     let name = req.name.as_deref().map(check_name).transpose()?;
     if let Some(v) = &req.visibility {
         one_of("visibility", v, &["public", "private"])?;
@@ -872,6 +884,7 @@ pub async fn update(
         .await
         .map_err(super::profile::conflict_on_race)?
         .ok_or_else(|| ApiError::not_found("model"))?;
+    super::projects::recount(&state, "models", before.project_id.as_deref(), m.project_id.as_deref()).await;
     Ok(ok(detail(&state, &who, &m).await?))
 }
 
@@ -911,6 +924,7 @@ pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): 
         }
     }
     state.registry.count_storage(&m.owner, -(freed as i64)).await;
+    super::projects::recount(&state, "models", m.project_id.as_deref(), None).await;
     Ok(ok(Done { ok: true }))
 }
 

@@ -21,6 +21,8 @@ pub const ALL: &[&str] = &[
     "model:write",
     "dataset:read",
     "dataset:write",
+    "project:read",
+    "project:write",
     "finetune:read",
     "finetune:create",
     "inference:create",
@@ -69,6 +71,28 @@ impl ToSchema for RoleName {
     }
 }
 
+/// A tag in the OpenAPI document: 1 to 50 printable characters, not only spaces.
+pub struct TagName;
+
+impl PartialSchema for TagName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(50))
+            .pattern(Some(
+                "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TagName {
+    fn name() -> Cow<'static, str> {
+        "TagName".into()
+    }
+}
+
 pub fn is_known(p: &str) -> bool {
     p == "*" || ALL.contains(&p)
 }
@@ -91,6 +115,7 @@ pub fn builtin(name: &str) -> Option<Vec<String>> {
             "model:read",
             "deployment:read",
             "dataset:read",
+            "project:read",
             "finetune:read",
             "usage:read",
         ],

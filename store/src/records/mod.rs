@@ -2,6 +2,7 @@
 
 pub mod identity;
 pub mod inference;
+pub mod projects;
 pub mod registry;
 pub mod sgt;
 pub mod storage;
