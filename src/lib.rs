@@ -109,6 +109,7 @@ impl Gateway {
                 let mut cfg = SidecarConfig::new(random_token());
                 cfg.queue = config.sidecar_queue;
                 cfg.worker = config.training.worker_config();
+                cfg.task_workers = config.training.task_workers;
                 cfg.engine = config.llm.engine_config();
                 // By default the models scripts/fetch-models put next to the data.
                 cfg.models_dir = Some(models_dir.clone());

@@ -14,8 +14,8 @@ use crate::v1::envelope::ApiError;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
 use crate::v1::{
-    accounts, api_keys, deployments, inference, models, oauth, profile, projects, roles, system, users, v1_layers,
-    V1_BODY_LIMIT,
+    accounts, api_keys, datasets, deployments, inference, models, oauth, profile, projects, roles, system, tasks,
+    users, v1_layers, V1_BODY_LIMIT,
 };
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
@@ -550,6 +550,94 @@ pub static ROUTES: &[Route] = &[
         needs("project:write"),
         Other,
         projects::delete
+    ),
+    v1!(
+        "v1-tasks-list",
+        "GET",
+        "/api/v1/tasks",
+        needs("task:read"),
+        Other,
+        tasks::list
+    ),
+    v1!(
+        "v1-tasks-get",
+        "GET",
+        "/api/v1/tasks/{task_id}",
+        needs("task:read"),
+        Other,
+        tasks::get
+    ),
+    v1!(
+        "v1-tasks-update",
+        "PUT",
+        "/api/v1/tasks/{task_id}",
+        needs("task:write"),
+        Other,
+        tasks::update
+    ),
+    v1!(
+        "v1-tasks-delete",
+        "DELETE",
+        "/api/v1/tasks/{task_id}",
+        needs("task:write"),
+        Other,
+        tasks::delete
+    ),
+    v1!(
+        "v1-tasks-logs",
+        "GET",
+        "/api/v1/tasks/{task_id}/logs",
+        needs("task:read"),
+        Other,
+        tasks::logs
+    ),
+    v1!(
+        "v1-datasets-list",
+        "GET",
+        "/api/v1/datasets",
+        needs("dataset:read"),
+        Other,
+        datasets::list
+    ),
+    v1!(
+        "v1-datasets-create",
+        "POST",
+        "/api/v1/datasets",
+        needs("dataset:write"),
+        Other,
+        datasets::create
+    ),
+    v1!(
+        "v1-datasets-upload",
+        "POST",
+        "/api/v1/datasets/upload",
+        needs("dataset:write"),
+        Other,
+        datasets::upload
+    ),
+    v1!(
+        "v1-datasets-get",
+        "GET",
+        "/api/v1/datasets/{dataset_id}",
+        needs("dataset:read"),
+        Other,
+        datasets::get
+    ),
+    v1!(
+        "v1-datasets-complete",
+        "POST",
+        "/api/v1/datasets/{dataset_id}/complete",
+        needs("dataset:write"),
+        Other,
+        datasets::complete
+    ),
+    v1!(
+        "v1-datasets-delete",
+        "DELETE",
+        "/api/v1/datasets/{dataset_id}",
+        needs("dataset:write"),
+        Other,
+        datasets::delete
     ),
     v1!(
         "v1-models-list",

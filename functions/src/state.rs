@@ -21,6 +21,8 @@ pub struct AppState {
     pub v1: Arc<V1State>,
     pub inference: Arc<crate::inference::InferenceState>,
     pub projects: maas_store::records::projects::ProjectRepo,
+    pub tasks: maas_store::records::tasks::TaskRepo,
+    pub datasets: maas_store::records::datasets::DatasetRepo,
     /// The model registry.
     pub registry: Arc<crate::registry::RegistryState>,
     /// Open WebSocket chats per user.
@@ -49,6 +51,8 @@ impl AppState {
                 counters: Default::default(),
             }),
             projects: maas_store::records::projects::ProjectRepo::new(stores),
+            tasks: maas_store::records::tasks::TaskRepo::new(stores),
+            datasets: maas_store::records::datasets::DatasetRepo::new(stores),
             registry: Arc::new(crate::registry::RegistryState::new(
                 stores,
                 &config.system_key,

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod cache;
 pub mod embed;
 pub mod ensemble;
+pub mod jobs;
 pub mod llm;
 pub mod server;
 pub mod train;
@@ -32,6 +33,8 @@ pub struct SidecarConfig {
     pub compute: usize,
     /// Training jobs this sidecar works on at once.
     pub trainers: usize,
+    /// Tasks (dataset validation, processing, ...) this sidecar runs at once.
+    pub task_workers: usize,
     /// Inference networks kept in memory.
     pub cache_models: usize,
     /// How long a client of the HTTP face may take to send a request's head.
@@ -60,6 +63,7 @@ impl SidecarConfig {
             queue: 256,
             compute: cores,
             trainers: 1,
+            task_workers: 1,
             cache_models: 256,
             head_timeout: Duration::from_secs(30),
             worker: WorkerConfig::default(),
@@ -108,6 +112,16 @@ async fn list_bucket_models(remote: Arc<llm::remote::RemoteModels>) {
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
+}
+
+/// The runner of every long operation but SGT training, leased as training jobs are.
+fn task_runner(stores: &Stores, cfg: &SidecarConfig, id: String) -> jobs::Runner {
+    let kinds: Vec<Arc<dyn jobs::Job>> = vec![Arc::new(jobs::dataset_validation::DatasetValidation::new(stores))];
+    let runner_cfg = jobs::RunnerConfig {
+        poll: cfg.worker.poll,
+        lease: cfg.worker.lease,
+    };
+    jobs::Runner::new(id, maas_store::records::tasks::TaskRepo::new(stores), kinds, runner_cfg)
 }
 
 /// A running sidecar. Dropping it does not stop it; abort the tasks to do that.
@@ -162,6 +176,10 @@ impl Sidecar {
                 cfg: cfg.worker.clone(),
             };
             tasks.push(tokio::spawn(w.run()));
+        }
+        for i in 0..cfg.task_workers {
+            let id = format!("sidecar-{}-tasks-{i}", &instance[..12]);
+            tasks.push(tokio::spawn(task_runner(stores, &cfg, id).run()));
         }
         Ok(Sidecar {
             addr,

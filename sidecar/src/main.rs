@@ -60,6 +60,7 @@ async fn run() -> anyhow::Result<()> {
         budget_bytes: args.llm.models_memory_mib << 20,
     });
     cfg.trainers = args.trainers;
+    cfg.task_workers = args.training.task_workers;
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;
     let sidecar = maas_sidecar::Sidecar::start(&stores, Some(listener), cfg).await?;

@@ -56,6 +56,10 @@ pub struct TrainingArgs {
     /// Training stops once the loss improved by less than 2% over this many steps.
     #[arg(long, env = "MAAS_TRAIN_PATIENCE_STEPS", default_value_t = TrainConfig::default().window)]
     pub train_patience_steps: u64,
+    /// Long tasks (dataset validation, quality checks, processing) this process runs at once;
+    /// 0 leaves them to other sidecars.
+    #[arg(long, env = "MAAS_TASK_WORKERS", default_value_t = 1)]
+    pub task_workers: usize,
 }
 
 impl Default for TrainingArgs {
@@ -66,6 +70,7 @@ impl Default for TrainingArgs {
             checkpoint_secs: w.slice.as_secs_f64(),
             train_turn_secs: w.turn.map_or(0.0, |t| t.as_secs_f64()),
             train_patience_steps: w.train.window,
+            task_workers: 1,
         }
     }
 }

@@ -11,10 +11,10 @@ use serde_json::json;
 
 use crate::support::{rows, User};
 
-struct Maas {
+pub struct Maas {
     child: Child,
-    url: String,
-    client: reqwest::Client,
+    pub url: String,
+    pub client: reqwest::Client,
 }
 
 const SYSTEM_KEY: &str = "crash-test-system-key";
@@ -27,7 +27,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(dir: &Path, extra: &[(&str, &str)]) -> Maas {
+pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> Maas {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_maas"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -67,7 +67,7 @@ impl Maas {
         r.json().await.unwrap()
     }
 
-    fn kill(mut self) {
+    pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

@@ -119,6 +119,13 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
                 "v1-api-keys-create" => drop(ids.insert("KEY_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-users-create" => drop(ids.insert("ID", value["data"]["user_id"].as_str().unwrap().into())),
                 "v1-projects-create" => drop(ids.insert("PROJECT_ID", value["data"]["id"].as_str().unwrap().into())),
+                "v1-datasets-create" => {
+                    ids.insert("DATASET_ID", value["data"]["id"].as_str().unwrap().into());
+                    let (dataset, etag) = uploading_dataset(&state).await;
+                    ids.insert("UPLOAD_DATASET_ID", dataset);
+                    ids.insert("DATASET_ETAG", etag);
+                    ids.insert("TASK_ID", finished_task(&state).await);
+                }
                 "v1-models-create" => {
                     let model = value["data"]["id"].as_str().unwrap().to_string();
                     ids.insert("ETAG", uploading_version(&state, &model).await);
@@ -176,6 +183,86 @@ async fn uploading_version(state: &AppState, model: &str) -> String {
         .unwrap();
     // Unquoted, as it sits inside the event's JSON body; both stores take it either way.
     etag.trim_matches('"').to_string()
+}
+
+/// The sample completion event finishes a dataset upload whose one part is already up;
+/// returns the dataset's id and the part's ETag.
+async fn uploading_dataset(state: &AppState) -> (String, String) {
+    use maas_store::records::datasets::Dataset;
+    use sha2::Digest;
+    let bytes = bytes::Bytes::from_static(b"{\"text\": \"a first sample\"}\n{\"text\": \"a second one\"}\n");
+    let id = uuid::Uuid::now_v7().to_string();
+    let blob = format!("datasets/{id}/data.jsonl");
+    let started = maas_functions::registry::uploads::start_blob(state, &blob, bytes.len() as u64)
+        .await
+        .unwrap();
+    let now = maas_store::now_millis();
+    let d = Dataset {
+        dataset_id: id.clone(),
+        owner: demo_id(state).await,
+        name: "uploaded".into(),
+        description: String::new(),
+        kind: "text".into(),
+        format: "jsonl".into(),
+        status: "uploading".into(),
+        blob: blob.clone(),
+        size: bytes.len() as u64,
+        sha256: sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        upload: Some(started.upload.clone()),
+        part_size: started.part_size,
+        samples_count: 0,
+        fields: vec![],
+        errors: vec![],
+        error_count: 0,
+        error: None,
+        preview: vec![],
+        project_id: None,
+        task_id: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: Some(maas_store::now_secs() + 3600),
+        ttl: None,
+        ver: 0,
+    };
+    state.datasets.create(&d, vec![]).await.unwrap();
+    let etag = state
+        .registry
+        .blobs
+        .put_part(&blob, &started.upload, 1, bytes)
+        .await
+        .unwrap();
+    (id, etag.trim_matches('"').to_string())
+}
+
+/// The task events need a finished task (only a finished one can be deleted).
+async fn finished_task(state: &AppState) -> String {
+    use maas_store::records::tasks::{Task, TaskStatus};
+    let mut t = Task::new(
+        &demo_id(state).await,
+        "dataset_validation",
+        "validate sample",
+        json!({}),
+    );
+    t.status = TaskStatus::Completed;
+    t.progress = 100.0;
+    t.result = Some(json!({"samples_count": 3}));
+    state.tasks.create(&t).await.unwrap();
+    t.task_id
+}
+
+async fn demo_id(state: &AppState) -> String {
+    use maas_store::records::identity::Unique;
+    state
+        .v1
+        .repo
+        .user_by(Unique::Username, "demo")
+        .await
+        .unwrap()
+        .unwrap()
+        .user_id
 }
 
 /// The sample embedding event needs a deployment of the embedding model; the one create event

@@ -5,6 +5,7 @@ mod fixtures;
 mod support;
 
 mod crash;
+mod datasets;
 mod events;
 mod inference;
 mod learning;
@@ -14,5 +15,6 @@ mod oauth_provider;
 mod openai;
 mod projects;
 mod sgt;
+mod task_crash;
 mod v1;
 mod v1_bodies;

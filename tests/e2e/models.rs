@@ -647,7 +647,7 @@ async fn the_built_in_models_are_public_platform_models_with_metadata_from_their
     assert_eq!(s, StatusCode::FORBIDDEN, "built-ins are the platform's");
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

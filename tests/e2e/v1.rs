@@ -35,7 +35,7 @@ on_both_backends!(
     a_password_change_racing_the_accounts_deletion_is_refused_as_signed_out,
 );
 
-const PASSWORD: &str = "Sturdy-Passw0rd!";
+pub const PASSWORD: &str = "Sturdy-Passw0rd!";
 
 impl TestApp {
     pub async fn call(

@@ -157,6 +157,38 @@ pub fn check_declared(files: &[DeclaredFile]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A multipart upload just started: its id, its part size and a URL for each part.
+pub struct Started {
+    pub upload: String,
+    pub part_size: u64,
+    pub parts: Vec<PartUrl>,
+}
+
+/// Starts a multipart upload of `size` bytes into `blob` and signs a URL for each part: S3's
+/// own presigned URLs, or on the embedded store `maas`'s `/blobs/uploads/...` route.
+pub async fn start_blob(state: &AppState, blob: &str, size: u64) -> Result<Started, ApiError> {
+    let blobs = &*state.registry.blobs;
+    let upload = blobs.create_upload(blob).await?;
+    let part_size = part_size(size);
+    let mut parts = Vec::new();
+    for n in 1..=size.div_ceil(part_size) as u32 {
+        let url = match blobs.presign_part(blob, &upload, n, UPLOAD_TTL).await {
+            Ok(Some(url)) => url,
+            Ok(None) => state.registry.signer.part_url(blob, &upload, n, UPLOAD_TTL),
+            Err(e) => {
+                blobs.abort_upload(blob, &upload).await.ok();
+                return Err(e.into());
+            }
+        };
+        parts.push(PartUrl { part_number: n, url });
+    }
+    Ok(Started {
+        upload,
+        part_size,
+        parts,
+    })
+}
+
 /// Starts one multipart upload per file and answers the version (status `uploading`) with the
 /// part URLs. A failure part-way aborts what was started.
 pub async fn start(
@@ -166,45 +198,31 @@ pub async fn start(
     description: String,
     declared: &[DeclaredFile],
 ) -> Result<(ModelVersion, Vec<FileUpload>), ApiError> {
-    let blobs = &*state.registry.blobs;
     let folder = super::version_folder(model_id, version);
     let mut files = Vec::new();
     let mut uploads = Vec::new();
     for d in declared {
-        let blob = format!("{folder}{}", file_name(d).expect("checked"));
-        let started = blobs.create_upload(&blob).await;
-        let upload = match started {
-            Ok(u) => u,
+        let name = file_name(d).expect("checked");
+        let blob = format!("{folder}{name}");
+        let started = match start_blob(state, &blob, d.size).await {
+            Ok(s) => s,
             Err(e) => {
-                abort(blobs, &files).await;
-                return Err(e.into());
+                abort(&*state.registry.blobs, &files).await;
+                return Err(e);
             }
         };
-        let size = part_size(d.size);
         files.push(VersionFile {
-            name: file_name(d).expect("checked").into(),
-            blob: blob.clone(),
+            name: name.into(),
+            blob,
             size: d.size,
             sha256: d.sha256.clone(),
-            upload: Some(upload.clone()),
-            part_size: size,
+            upload: Some(started.upload),
+            part_size: started.part_size,
         });
-        let mut parts = Vec::new();
-        for n in 1..=d.size.div_ceil(size) as u32 {
-            let url = match blobs.presign_part(&blob, &upload, n, UPLOAD_TTL).await {
-                Ok(Some(url)) => url,
-                Ok(None) => state.registry.signer.part_url(&blob, &upload, n, UPLOAD_TTL),
-                Err(e) => {
-                    abort(blobs, &files).await;
-                    return Err(e.into());
-                }
-            };
-            parts.push(PartUrl { part_number: n, url });
-        }
         uploads.push(FileUpload {
             field: d.field.clone(),
-            part_size: size,
-            parts,
+            part_size: started.part_size,
+            parts: started.parts,
         });
     }
     let now = maas_store::now_secs();
@@ -251,24 +269,32 @@ pub async fn join(blobs: &dyn Blobs, v: &ModelVersion, done: &Completion) -> Res
                 ApiError::field(Code::Validation001, "files", format!("name the parts of {field}")).unprocessable(),
             );
         };
-        let parts: Vec<Part> = named
-            .parts
-            .iter()
-            .map(|p| Part {
-                number: p.part_number,
-                etag: p.etag.clone(),
-                size: 0,
-            })
-            .collect();
-        blobs
-            .complete_upload(&f.blob, upload, &parts)
-            .await
-            .map_err(|e| match e {
-                StoreError::Upload(m) => ApiError::field(Code::Validation003, "files.parts", format!("{field}: {m}")),
-                e => e.into(),
-            })?;
+        join_blob(blobs, &f.blob, upload, &named.parts, ("files.parts", field)).await?;
     }
     Ok(())
+}
+
+/// Joins the parts of one file's upload. An error here is the client's to fix (a part missing
+/// or misnamed), reported under `at.0` about file `at.1`.
+pub async fn join_blob(
+    blobs: &dyn Blobs,
+    blob: &str,
+    upload: &str,
+    named: &[CompletedPart],
+    at: (&str, &str),
+) -> Result<(), ApiError> {
+    let parts: Vec<Part> = named
+        .iter()
+        .map(|p| Part {
+            number: p.part_number,
+            etag: p.etag.clone(),
+            size: 0,
+        })
+        .collect();
+    blobs.complete_upload(blob, upload, &parts).await.map_err(|e| match e {
+        StoreError::Upload(m) => ApiError::field(Code::Validation003, at.0, format!("{}: {m}", at.1)),
+        e => e.into(),
+    })
 }
 
 /// The form field a stored file came from.

@@ -218,17 +218,6 @@ pub struct MetricsView {
 }
 
 #[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// 1-based page, 1 by default.
-    #[param(minimum = 1, maximum = 1000)]
-    pub page: Option<u32>,
-    /// Page size, 1 to 100; 20 by default.
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-}
-
-#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct DeploymentId {
     /// The deployment's id.
@@ -361,12 +350,12 @@ pub async fn create(
     Ok(created(view(&deployment, &models)))
 }
 
-#[utoipa::path(get, path = "/api/v1/inference/deployments", tag = "inference", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/inference/deployments", tag = "inference", params(super::params::PageQuery),
     responses((status = 200, body = super::envelope::Envelope<DeploymentPage>)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<super::params::PageQuery>,
 ) -> ApiResult<DeploymentPage> {
     let (page, limit) = super::params::page(q.page, q.limit, 1000)?;
     let all = state.inference.repo.deployments(&who.user.user_id).await?;

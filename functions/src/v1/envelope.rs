@@ -27,6 +27,11 @@ fn request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Epoch milliseconds as ISO-8601 UTC, to the second.
+pub fn iso_millis(ms: i64) -> String {
+    iso(ms.div_euclid(1000))
+}
+
 /// Epoch seconds as ISO-8601 UTC, the one time format of v1 bodies.
 pub fn iso(secs: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod datasets;
 pub mod deployments;
 pub mod envelope;
 pub mod guard;
@@ -19,6 +20,7 @@ pub mod profile;
 pub mod projects;
 pub mod roles;
 pub mod system;
+pub mod tasks;
 pub mod tokens;
 pub mod users;
 pub mod validate;

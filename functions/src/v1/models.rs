@@ -480,33 +480,8 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::field(Code::Validation003, field, message)
 }
 
-fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
-    if allowed.contains(&value) {
-        return Ok(());
-    }
-    Err(bad(field, format!("{field} must be one of {}", allowed.join(", "))))
-}
-
-/// Free text that may span lines.
-fn prose(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    let control = value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r');
-    if value.chars().count() > max || control {
-        return Err(bad(
-            field,
-            format!("{field} must be at most {max} printable characters"),
-        ));
-    }
-    Ok(())
-}
-
 fn check_name(name: &str) -> Result<String, ApiError> {
-    if name.trim().is_empty() {
-        return Err(ApiError::field(Code::Validation001, "name", "name is required"));
-    }
-    super::validate::text("name", name, 100)?;
-    Ok(name.trim().to_string())
+    super::validate::name("name", name, 100)
 }
 
 fn check_tags(tags: &[String]) -> Result<Vec<String>, ApiError> {
@@ -553,11 +528,11 @@ fn check_version(v: &str) -> Result<String, ApiError> {
 /// A new model's fields, from JSON or from a form's text fields.
 fn new_model(req: NewModel, owner: &str) -> Result<Model, ApiError> {
     let name = check_name(&req.name)?;
-    one_of("type", &req.model_type, TYPES)?;
+    super::validate::one_of("type", &req.model_type, TYPES)?;
     let visibility = req.visibility.unwrap_or_else(|| "private".into());
-    one_of("visibility", &visibility, &["public", "private"])?;
+    super::validate::one_of("visibility", &visibility, &["public", "private"])?;
     let description = req.description.unwrap_or_default();
-    prose("description", &description, 2000)?;
+    super::validate::prose("description", &description, 2000)?;
     for (field, value, max) in [
         ("category", &req.category, 64),
         ("license", &req.license, 64),
@@ -629,7 +604,7 @@ pub async fn list(
         })?,
     };
     let order = q.order.as_deref().unwrap_or("desc");
-    one_of("order", order, &["asc", "desc"])?;
+    super::validate::one_of("order", order, &["asc", "desc"])?;
     let scope = match q.visibility.as_deref() {
         None => Scope::Visible,
         Some("public") => Scope::Public,
@@ -851,10 +826,10 @@ pub async fn update(
     super::projects::check_member_of(&state, &who, req.project_id.as_deref()).await?;
     let name = req.name.as_deref().map(check_name).transpose()?;
     if let Some(v) = &req.visibility {
-        one_of("visibility", v, &["public", "private"])?;
+        super::validate::one_of("visibility", v, &["public", "private"])?;
     }
     if let Some(d) = &req.description {
-        prose("description", d, 2000)?;
+        super::validate::prose("description", d, 2000)?;
     }
     for (field, value) in [
         ("category", &req.category),
@@ -952,7 +927,7 @@ pub async fn create_version(
         .ok_or_else(|| ApiError::field(Code::Validation001, "version", "version is required"))?;
     let version = check_version(version)?;
     let description = form.text("description")?.unwrap_or_default().to_string();
-    prose("description", &description, 2000)?;
+    super::validate::prose("description", &description, 2000)?;
     if state.registry.repo.version(&id, &version).await?.is_some() {
         return Err(taken(&version));
     }
@@ -1007,7 +982,7 @@ async fn start_upload(state: &AppState, owner: &str, id: &str, req: Request) -> 
     let req: NewUpload = parse_json(&body.0)?;
     let version = check_version(&req.version)?;
     let description = req.description.unwrap_or_default();
-    prose("description", &description, 2000)?;
+    super::validate::prose("description", &description, 2000)?;
     uploads::check_declared(&req.files)?;
     state
         .registry

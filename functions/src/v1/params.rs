@@ -100,6 +100,29 @@ impl Parameters {
 }
 
 /// A page number and size: `page` 1 to `max_page` (1 by default), `limit` 1 to 100 (20).
+/// `page` and `limit`, as every short listing takes them.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1-based page, 1 by default.
+    #[param(minimum = 1, maximum = 1000)]
+    pub page: Option<u32>,
+    /// Page size, 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+/// One page of `all`, and the pagination that describes it.
+pub fn page_of<T>(all: Vec<T>, page: u32, limit: u32) -> (Vec<T>, super::users::Pagination) {
+    let total = all.len();
+    let items = all
+        .into_iter()
+        .skip((page as usize - 1) * limit as usize)
+        .take(limit as usize)
+        .collect();
+    (items, super::users::Pagination::new(page, limit, total))
+}
+
 pub fn page(page: Option<u32>, limit: Option<u32>, max_page: u32) -> Result<(u32, u32), ApiError> {
     let (page, limit) = (page.unwrap_or(1), limit.unwrap_or(20));
     if !(1..=max_page).contains(&page) {

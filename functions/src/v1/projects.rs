@@ -96,38 +96,17 @@ pub struct ProjectUpdate {
 }
 
 #[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    #[param(minimum = 1, maximum = 1000)]
-    pub page: Option<u32>,
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-}
-
-#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ProjectId {
     pub project_id: String,
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {
-    if name.trim().is_empty() {
-        return Err(ApiError::field(Code::Validation001, "name", "name is required"));
-    }
-    validate::text("name", name, 100)?;
-    Ok(name.trim().to_string())
+    validate::name("name", name, 100)
 }
 
 fn check_description(d: &str) -> Result<(), ApiError> {
-    let control = d.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'));
-    if d.chars().count() > 2000 || control {
-        return Err(ApiError::field(
-            Code::Validation003,
-            "description",
-            "description must be at most 2000 printable characters",
-        ));
-    }
-    Ok(())
+    validate::prose("description", d, 2000)
 }
 
 fn check_tags(tags: &[String]) -> Result<Vec<String>, ApiError> {
@@ -226,12 +205,12 @@ pub async fn create(
 }
 
 /// The caller's projects, oldest first.
-#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(super::params::PageQuery),
     responses((status = 200, body = super::envelope::Envelope<ProjectPage>)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<super::params::PageQuery>,
 ) -> ApiResult<ProjectPage> {
     let (page, limit) = super::params::page(q.page, q.limit, 1000)?;
     let all = state.projects.list(&who.user.user_id).await?;

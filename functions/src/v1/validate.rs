@@ -87,6 +87,46 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A required name: trimmed, 1 to `max` printable characters.
+pub fn name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::field(
+            Code::Validation001,
+            field,
+            format!("{field} is required"),
+        ));
+    }
+    text(field, value, max)?;
+    Ok(value.trim().to_string())
+}
+
+/// Free text that may span lines: at most `max` characters, no other control characters.
+pub fn prose(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let control = value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'));
+    if value.chars().count() > max || control {
+        return Err(ApiError::field(
+            Code::Validation003,
+            field,
+            format!("{field} must be at most {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A value from a fixed set.
+pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        Code::Validation003,
+        field,
+        format!("{field} must be one of {}", allowed.join(", ")),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

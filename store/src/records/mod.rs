@@ -1,11 +1,13 @@
 //! Typed records on top of [`Table`](crate::Table): how each one is keyed and written.
 
+pub mod datasets;
 pub mod identity;
 pub mod inference;
 pub mod projects;
 pub mod registry;
 pub mod sgt;
 pub mod storage;
+pub mod tasks;
 pub mod training;
 
 use serde::de::DeserializeOwned;

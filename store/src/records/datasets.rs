@@ -1,0 +1,211 @@
+//! Datasets: a user's uploaded training data. A dataset lives under its owner
+//! (`DATASETS#{owner}` / `DATASET#{id}`), so listing is one query and another user's id is
+//! missing. Its file is one blob; what validation found (samples, fields, errors, a preview) is
+//! on the record. Status runs `uploading` -> `validating` -> `ready` or `failed`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{from_item, to_item, Record};
+use crate::error::StoreResult;
+use crate::item::Key;
+use crate::keys::part;
+use crate::table::{Cond, Query, Table, Write};
+use crate::Stores;
+
+/// One invalid record of a file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LineError {
+    pub line: u64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Dataset {
+    pub dataset_id: String,
+    pub owner: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// What the samples are: `instruction`, `conversation`, `text`, `classification`, ...
+    pub kind: String,
+    /// `json`, `jsonl` or `csv`.
+    pub format: String,
+    pub status: String,
+    pub blob: String,
+    /// Bytes: declared while uploading, then as found.
+    pub size: u64,
+    /// Hex sha256: declared while uploading, then as found.
+    #[serde(default)]
+    pub sha256: String,
+    /// The multipart upload while the file is uploading.
+    #[serde(default)]
+    pub upload: Option<String>,
+    #[serde(default)]
+    pub part_size: u64,
+    #[serde(default)]
+    pub samples_count: u64,
+    #[serde(default)]
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub errors: Vec<LineError>,
+    #[serde(default)]
+    pub error_count: u64,
+    /// Why it failed, in one line.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The first records.
+    #[serde(default)]
+    pub preview: Vec<Value>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// The validation task, for an upload validated in the background.
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Epoch seconds when an unfinished upload stops being accepted.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Epoch seconds when an abandoned upload's record goes.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    #[serde(default)]
+    pub ver: u64,
+}
+
+impl Dataset {
+    pub fn key_for(owner: &str, id: &str) -> Key {
+        Key::new(format!("DATASETS#{}", part(owner)), format!("DATASET#{}", part(id)))
+    }
+
+    /// The dataset as validation found its file: `ready` with its samples, fields and a
+    /// preview, or `failed` with the errors (a file that disagrees with what was declared
+    /// fails too).
+    pub fn validated(&self, s: &maas_datasets::Summary) -> Dataset {
+        let mut problem = s.problem();
+        if self.upload.is_some() || self.status == "validating" {
+            if s.bytes != self.size {
+                problem = Some(format!(
+                    "the file has {} bytes, not the {} declared",
+                    s.bytes, self.size
+                ));
+            } else if !self.sha256.is_empty() && s.sha256 != self.sha256 {
+                problem = Some(format!("the file's sha256 is {}, not the one declared", s.sha256));
+            }
+        }
+        Dataset {
+            status: if problem.is_some() { "failed" } else { "ready" }.into(),
+            size: s.bytes,
+            sha256: s.sha256.clone(),
+            upload: None,
+            part_size: 0,
+            samples_count: s.samples,
+            fields: s.fields.clone(),
+            errors: s
+                .errors
+                .iter()
+                .map(|e| LineError {
+                    line: e.line,
+                    message: e.message.clone(),
+                })
+                .collect(),
+            error_count: s.error_count,
+            error: problem,
+            preview: s.preview.iter().cloned().map(Value::Object).collect(),
+            expires_at: None,
+            ttl: None,
+            ..self.clone()
+        }
+    }
+
+    /// The dataset failed for `why`, without a summary of its file.
+    pub fn failed(&self, why: &str) -> Dataset {
+        Dataset {
+            status: "failed".into(),
+            error: Some(why.into()),
+            upload: None,
+            expires_at: None,
+            ttl: None,
+            ..self.clone()
+        }
+    }
+
+    /// The write that replaces `self`, as read, with `next`.
+    pub fn replaced_by(&self, next: &Dataset) -> StoreResult<Write> {
+        let mut next = next.clone();
+        next.ver = self.ver + 1;
+        next.updated_at = crate::now_millis();
+        Ok(Write::Put {
+            item: to_item(&next)?,
+            cond: Cond::Version(self.ver),
+        })
+    }
+}
+
+impl Record for Dataset {
+    fn key(&self) -> Key {
+        Dataset::key_for(&self.owner, &self.dataset_id)
+    }
+    fn ver(&self) -> u64 {
+        self.ver
+    }
+}
+
+#[derive(Clone)]
+pub struct DatasetRepo {
+    table: Arc<dyn Table>,
+}
+
+impl DatasetRepo {
+    pub fn new(stores: &Stores) -> Self {
+        DatasetRepo {
+            table: stores.table.clone(),
+        }
+    }
+
+    pub async fn get(&self, owner: &str, id: &str) -> StoreResult<Option<Dataset>> {
+        self.table
+            .get(&Dataset::key_for(owner, id))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// The owner's datasets, oldest first (ids are time-ordered).
+    pub async fn list(&self, owner: &str) -> StoreResult<Vec<Dataset>> {
+        let q = Query::primary(format!("DATASETS#{}", part(owner)), "DATASET#");
+        self.table.query(&q).await?.into_iter().map(from_item).collect()
+    }
+
+    /// Creates the dataset, with more writes (its validation task) in the same transaction.
+    pub async fn create(&self, d: &Dataset, more: Vec<Write>) -> StoreResult<()> {
+        let mut writes = vec![Write::Put {
+            item: to_item(d)?,
+            cond: Cond::NotExists,
+        }];
+        writes.extend(more);
+        self.table.write(writes).await
+    }
+
+    /// Replaces `old` with `next` (and `more` in the same transaction); `ConditionFailed` if
+    /// `old` changed meanwhile.
+    pub async fn update(&self, old: &Dataset, next: &Dataset, more: Vec<Write>) -> StoreResult<Dataset> {
+        let write = old.replaced_by(next)?;
+        let Write::Put { item, .. } = &write else {
+            unreachable!("replaced_by puts")
+        };
+        let stored: Dataset = from_item(item.clone())?;
+        let mut writes = vec![write];
+        writes.extend(more);
+        self.table.write(writes).await?;
+        Ok(stored)
+    }
+
+    pub async fn delete(&self, d: &Dataset) -> StoreResult<()> {
+        self.table.delete(d.key(), Cond::Version(d.ver)).await
+    }
+}
