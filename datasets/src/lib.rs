@@ -3,11 +3,14 @@
 //! whatever the file's size and every error names its line.
 //!
 //! - [`rows`] walks a file's records and the errors between them;
-//! - [`validate`] sums a file up: samples, fields, the first errors, a preview, size and sha256.
+//! - [`validate`] sums a file up: samples, fields, the first errors, a preview, size and sha256;
+//! - [`Template`] and [`Splitter`] turn records into prompts and seeded splits.
 
 mod csv_rows;
 mod json_rows;
 mod jsonl_rows;
+mod process;
+pub mod quality;
 mod tally;
 mod validate;
 
@@ -15,6 +18,7 @@ use std::io::Read;
 
 use serde_json::{Map, Value};
 
+pub use process::{split_sizes, Splitter, Template};
 pub use tally::Tally;
 pub use validate::{validate, Summary, MAX_ERRORS, MAX_FIELDS, PREVIEW_ROWS};
 

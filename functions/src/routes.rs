@@ -14,8 +14,8 @@ use crate::v1::envelope::ApiError;
 use crate::v1::guard::{guard, Access, Guarded};
 use crate::v1::limits::Class;
 use crate::v1::{
-    accounts, api_keys, datasets, deployments, inference, models, oauth, profile, projects, roles, system, tasks,
-    users, v1_layers, V1_BODY_LIMIT,
+    accounts, api_keys, dataset_quality, dataset_versions, datasets, deployments, inference, models, oauth, profile,
+    projects, roles, system, tasks, users, v1_layers, V1_BODY_LIMIT,
 };
 
 /// One endpoint. `name` is also its Lambda binary's name, its SAM function's binary and its
@@ -638,6 +638,62 @@ pub static ROUTES: &[Route] = &[
         needs("dataset:write"),
         Other,
         datasets::delete
+    ),
+    v1!(
+        "v1-datasets-versions-list",
+        "GET",
+        "/api/v1/datasets/versions",
+        needs("dataset:read"),
+        Other,
+        dataset_versions::list
+    ),
+    v1!(
+        "v1-datasets-versions-create",
+        "POST",
+        "/api/v1/datasets/versions",
+        needs("dataset:write"),
+        Other,
+        dataset_versions::create
+    ),
+    v1!(
+        "v1-datasets-versions-get",
+        "GET",
+        "/api/v1/datasets/versions/{version_id}",
+        needs("dataset:read"),
+        Other,
+        dataset_versions::get
+    ),
+    v1!(
+        "v1-datasets-versions-delete",
+        "DELETE",
+        "/api/v1/datasets/versions/{version_id}",
+        needs("dataset:write"),
+        Other,
+        dataset_versions::delete
+    ),
+    v1!(
+        "v1-datasets-process",
+        "POST",
+        "/api/v1/datasets/process",
+        needs("dataset:write"),
+        Other,
+        dataset_versions::process
+    ),
+    v1!(
+        "v1-datasets-quality-check",
+        "POST",
+        "/api/v1/datasets/quality/check",
+        needs("dataset:read"),
+        Other,
+        dataset_quality::check
+    ),
+    v1!(
+        "v1-datasets-quality-quick",
+        "GET",
+        "/api/v1/datasets/quality/quick",
+        needs("dataset:read"),
+        Other,
+        dataset_quality::quick
     ),
     v1!(
         "v1-models-list",

@@ -115,8 +115,12 @@ async fn list_bucket_models(remote: Arc<llm::remote::RemoteModels>) {
 }
 
 /// The runner of every long operation but SGT training, leased as training jobs are.
-fn task_runner(stores: &Stores, cfg: &SidecarConfig, id: String) -> jobs::Runner {
-    let kinds: Vec<Arc<dyn jobs::Job>> = vec![Arc::new(jobs::dataset_validation::DatasetValidation::new(stores))];
+fn task_runner(stores: &Stores, cfg: &SidecarConfig, llm: Arc<llm::service::LlmService>, id: String) -> jobs::Runner {
+    let kinds: Vec<Arc<dyn jobs::Job>> = vec![
+        Arc::new(jobs::dataset_validation::DatasetValidation::new(stores)),
+        Arc::new(jobs::dataset_processing::DatasetProcessing::new(stores)),
+        Arc::new(jobs::dataset_quality::DatasetQuality::new(stores, llm)),
+    ];
     let runner_cfg = jobs::RunnerConfig {
         poll: cfg.worker.poll,
         lease: cfg.worker.lease,
@@ -179,7 +183,7 @@ impl Sidecar {
         }
         for i in 0..cfg.task_workers {
             let id = format!("sidecar-{}-tasks-{i}", &instance[..12]);
-            tasks.push(tokio::spawn(task_runner(stores, &cfg, id).run()));
+            tasks.push(tokio::spawn(task_runner(stores, &cfg, state.llm.clone(), id).run()));
         }
         Ok(Sidecar {
             addr,

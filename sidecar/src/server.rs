@@ -14,7 +14,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use maas_sidecar_client::llm::{EmbedRequest, Embeddings, GenerateError, GenerateRequest, LlmModelInfo, ModelState};
+use maas_sidecar_client::llm::{
+    EmbedRequest, Embeddings, GenerateError, GenerateRequest, LlmModelInfo, ModelState, TokenCountRequest, TokenCounts,
+};
 use maas_sidecar_client::wire::{decode_run, encode_f32, event_line};
 use maas_sidecar_client::{Compute, EventStream, ModelRef, SidecarError, SECRET_HEADER};
 use maas_store::Blobs;
@@ -90,6 +92,7 @@ async fn route(req: Request<Incoming>, state: &ServerState) -> Reply {
         ("POST", "/v1/sgt/run") => run(req, state).await,
         ("POST", "/v1/llm/generate") => generate(req, state).await,
         ("POST", "/v1/llm/embed") => embed(req, state).await,
+        ("POST", "/v1/llm/tokens") => count_tokens(req, state).await,
         ("POST", "/v1/llm/models/load") => load_model(req, state).await,
         ("GET", "/v1/llm/models") => match serde_json::to_vec(&state.llm.models()) {
             Ok(body) => reply(StatusCode::OK, body),
@@ -209,6 +212,21 @@ async fn embed(req: Request<Incoming>, state: &ServerState) -> Reply {
     }
 }
 
+async fn count_tokens(req: Request<Incoming>, state: &ServerState) -> Reply {
+    let body = match Limited::new(req.into_body(), MAX_EMBED_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "token count request too large"),
+    };
+    let request: TokenCountRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match state.count_tokens(request).await {
+        Ok(c) => reply(StatusCode::OK, serde_json::to_vec(&c).unwrap_or_default()),
+        Err(e) => refused(&e),
+    }
+}
+
 /// A refusal's status, with the [`GenerateError`] as JSON for the client to rebuild.
 fn refused(e: &GenerateError) -> Reply {
     let status = match e {
@@ -249,6 +267,13 @@ impl Compute for ServerState {
 
     async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
         self.llm.embed_all(req).await
+    }
+
+    async fn count_tokens(&self, req: TokenCountRequest) -> Result<TokenCounts, GenerateError> {
+        let llm = self.llm.clone();
+        tokio::task::spawn_blocking(move || llm.count_tokens(&req.model, &req.texts))
+            .await
+            .map_err(|e| GenerateError::Internal { message: e.to_string() })?
     }
 
     async fn load_model(&self, id: &str) -> Result<Option<ModelState>, SidecarError> {

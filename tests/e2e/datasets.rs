@@ -17,6 +17,9 @@ on_both_backends!(
     a_large_dataset_goes_through_presigned_parts_and_a_validation_task,
     a_presigned_upload_that_breaks_its_declaration_or_its_format_fails_its_task,
     tasks_are_listed_renamed_and_deleted_by_their_owner_only,
+    versions_snapshot_a_dataset_are_uniquely_named_owned_and_go_with_it,
+    processing_splits_a_dataset_reproducibly_and_refuses_bad_ratios_and_placeholders,
+    quality_checks_find_invalid_incomplete_and_duplicate_records_quickly_and_as_a_task,
 );
 
 async fn user(app: &TestApp) -> String {
@@ -514,4 +517,308 @@ async fn tasks_are_listed_renamed_and_deleted_by_their_owner_only(b: Backend) {
     assert_eq!(s, 200);
     let (s, _) = app.v1(Method::GET, &format!("{path}/logs"), a, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A ready dataset from a form upload of `n` instruction records; its id.
+async fn ready(app: &TestApp, token: &str, n: usize) -> String {
+    let (s, v) = upload(
+        app,
+        token,
+        &[("name", "qa"), ("type", "instruction")],
+        Some(("qa.jsonl", records(n))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["data"]["id"].as_str().unwrap().to_string()
+}
+
+async fn versions_snapshot_a_dataset_are_uniquely_named_owned_and_go_with_it(b: Backend) {
+    let app = crate::support::spawn_app(b).await;
+    let (alice, bob) = (user(&app).await, user(&app).await);
+    let (a, bb) = (Some(alice.as_str()), Some(bob.as_str()));
+    let id = ready(&app, &alice, 5).await;
+    let new = |body: Value| app.v1(Method::POST, "/api/v1/datasets/versions", a, Some(body));
+    let (s, v1) = new(json!({"dataset_id": id, "description": "first"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v1}");
+    assert_eq!(
+        (v1["data"]["version"].as_str(), v1["data"]["samples_count"].as_u64()),
+        (Some("v1"), Some(5))
+    );
+    assert_eq!(v1["data"]["files"][0]["split"], "all");
+    let (_, v2) = new(json!({"dataset_id": id})).await;
+    assert_eq!(v2["data"]["version"], "v2");
+    let (s, v) = new(json!({"dataset_id": id, "version": "v1"})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = new(json!({"dataset_id": id, "version": "a b"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = new(json!({"version": "v9"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    let vid = v1["data"]["id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .v1(
+            Method::POST,
+            "/api/v1/datasets/versions",
+            bb,
+            Some(json!({"dataset_id": id})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another user's dataset: {v}");
+    for method in [Method::GET, Method::DELETE] {
+        let (s, _) = app
+            .v1(method, &format!("/api/v1/datasets/versions/{vid}"), bb, None)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let (_, list) = app
+        .v1(
+            Method::GET,
+            &format!("/api/v1/datasets/versions?dataset_id={id}"),
+            a,
+            None,
+        )
+        .await;
+    assert_eq!(list["data"]["pagination"]["total"], 2, "{list}");
+    assert_eq!(list["data"]["items"][0]["version"], "v2", "newest first");
+    let (s, _) = app
+        .v1(Method::DELETE, &format!("/api/v1/datasets/versions/{vid}"), a, None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .v1(Method::GET, &format!("/api/v1/datasets/versions/{vid}"), a, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.v1(Method::DELETE, &format!("/api/v1/datasets/{id}"), a, None).await;
+    assert_eq!(s, 200);
+    let (_, list) = app.v1(Method::GET, "/api/v1/datasets/versions", a, None).await;
+    assert_eq!(
+        list["data"]["pagination"]["total"], 0,
+        "a dataset's versions go with it: {list}"
+    );
+}
+
+async fn processing_splits_a_dataset_reproducibly_and_refuses_bad_ratios_and_placeholders(b: Backend) {
+    let app = crate::support::spawn_app(b).await;
+    let alice = user(&app).await;
+    let a = Some(alice.as_str());
+    let id = ready(&app, &alice, 1000).await;
+    let template = "### Q:\n{instruction}\n### A:\n{response}";
+    let process = |name: &str, seed: u64| {
+        let body = json!({"dataset_id": id, "output_name": name, "train_ratio": 0.8, "val_ratio": 0.1, "test_ratio": 0.1, "template": template, "seed": seed});
+        app.v1(Method::POST, "/api/v1/datasets/process", a, Some(body))
+    };
+    let (s, p) = process("run-a", 7).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["data"]["status"], "completed", "{p}");
+    assert_eq!(
+        p["data"]["splits"],
+        json!({"train": 800, "validation": 100, "test": 100})
+    );
+    let version = p["data"]["output_path"].as_str().unwrap().to_string();
+    let (_, v) = app.v1(Method::GET, &version, a, None).await;
+    assert_eq!(
+        (v["data"]["status"].as_str(), v["data"]["format"].as_str()),
+        (Some("ready"), Some("jsonl")),
+        "{v}"
+    );
+    assert!(v["data"]["fields"].as_array().unwrap().contains(&json!("text")), "{v}");
+    let sizes = |v: &Value| {
+        v["data"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["size"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (_, again) = process("run-b", 7).await;
+    let (_, other) = process("run-c", 8).await;
+    let (_, vb) = app
+        .v1(Method::GET, again["data"]["output_path"].as_str().unwrap(), a, None)
+        .await;
+    let (_, vc) = app
+        .v1(Method::GET, other["data"]["output_path"].as_str().unwrap(), a, None)
+        .await;
+    assert_eq!(sizes(&v), sizes(&vb), "the same seed deals the same records");
+    assert_ne!(sizes(&v), sizes(&vc), "another seed deals others");
+    let (_, q) = app
+        .v1(
+            Method::GET,
+            &format!(
+                "/api/v1/datasets/quality/quick?dataset_id={id}&version_id={}&sample=1000",
+                v["data"]["id"].as_str().unwrap()
+            ),
+            a,
+            None,
+        )
+        .await;
+    assert_eq!(q["data"]["cross_split"]["count"], 0, "{q}");
+    assert_eq!(q["data"]["samples_checked"], 1000, "{q}");
+
+    for (body, field) in [
+        (
+            json!({"dataset_id": id, "output_name": "x", "train_ratio": 0.8, "val_ratio": 0.1, "test_ratio": 0.2}),
+            "train_ratio",
+        ),
+        (
+            json!({"dataset_id": id, "output_name": "x", "template": "{question} {response}"}),
+            "template",
+        ),
+        (
+            json!({"dataset_id": id, "output_name": "x", "template": "{unclosed"}),
+            "template",
+        ),
+        (json!({"dataset_id": id, "output_name": "no spaces"}), "output_name"),
+        (json!({"dataset_id": id}), "output_name"),
+    ] {
+        let (s, v) = app
+            .v1(Method::POST, "/api/v1/datasets/process", a, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (s, v["error"]["details"][0]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = process("run-a", 1).await;
+    assert_eq!(s, StatusCode::CONFLICT, "the name is taken: {v}");
+    let (_, list) = app
+        .v1(
+            Method::GET,
+            &format!("/api/v1/datasets/versions?dataset_id={id}"),
+            a,
+            None,
+        )
+        .await;
+    assert_eq!(
+        list["data"]["pagination"]["total"], 3,
+        "nothing written for refused calls: {list}"
+    );
+    let (s, v) = app.v1(Method::DELETE, &format!("/api/v1/datasets/{id}"), a, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, me) = app.v1(Method::GET, "/api/v1/users/me", a, None).await;
+    assert_eq!(
+        me["data"]["quota"]["storage_used"], 0,
+        "splits' bytes are given back: {me}"
+    );
+}
+
+async fn quality_checks_find_invalid_incomplete_and_duplicate_records_quickly_and_as_a_task(b: Backend) {
+    let (app, alice) = crate::openai::llm_app(b).await;
+    let a = Some(alice.as_str());
+    let text = concat!(
+        "{\"instruction\":\"Reset my password\",\"response\":\"Open Settings.\"}\n",
+        "{\"instruction\":\"Reset my password\",\"response\":\"Open Settings.\"}\n",
+        "{\"instruction\":\"reset  MY password\",\"response\":\"open settings.\"}\n",
+        "{\"instruction\":\"Where is my invoice?\",\"response\":\"\"}\n",
+        "{\"instruction\":\"Cancel my plan, please, and tell me what happens to my data afterwards\",\"response\":\"It ends with the period.\"}\n",
+    );
+    let (s, v) = upload(
+        &app,
+        &alice,
+        &[("name", "support"), ("type", "instruction")],
+        Some(("s.jsonl", text.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let model = crate::openai::MODEL;
+    let (s, q) = app
+        .v1(
+            Method::GET,
+            &format!("/api/v1/datasets/quality/quick?dataset_id={id}&model={model}"),
+            a,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    let r = &q["data"];
+    assert_eq!(r["samples_checked"], 5);
+    assert_eq!(r["exact_duplicates"]["lines"][0]["line"], 2, "{r}");
+    assert_eq!(r["near_duplicates"]["lines"][0]["line"], 3, "{r}");
+    assert_eq!(
+        r["missing_fields"]["lines"][0],
+        json!({"line": 4, "message": "response is empty"})
+    );
+    let t = &r["token_lengths"];
+    let in_buckets: u64 = t["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_buckets, 5, "{t}");
+    assert!(t["max"].as_u64().unwrap() > t["min"].as_u64().unwrap(), "{t}");
+    assert_eq!(
+        (t["context"].as_u64(), t["over_context"].as_u64()),
+        (Some(8192), Some(0)),
+        "{t}"
+    );
+    assert_eq!(r["score"], 40.0, "lines 1 and 5 are clean: {r}");
+
+    let (s, t) = app
+        .v1(
+            Method::POST,
+            "/api/v1/datasets/quality/check",
+            a,
+            Some(json!({"dataset_id": id, "model": model})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let task = finished(&app, &alice, t["data"]["id"].as_str().unwrap()).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let full = &task["result"];
+    for k in [
+        "samples_checked",
+        "exact_duplicates",
+        "near_duplicates",
+        "missing_fields",
+        "token_lengths",
+        "score",
+    ] {
+        assert_eq!(
+            floats(&full[k]),
+            floats(&r[k]),
+            "{k}: the task reads the whole file, here the same records"
+        );
+    }
+    assert_eq!(
+        (full["sampled"].as_bool(), r["sampled"].as_bool()),
+        (Some(false), Some(false))
+    );
+
+    for (query, status) in [
+        (format!("dataset_id={id}&model=no-such-model"), StatusCode::NOT_FOUND),
+        (
+            format!("dataset_id={id}&model={}", crate::openai::EMBEDDER),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (format!("dataset_id={id}&sample=0"), StatusCode::UNPROCESSABLE_ENTITY),
+        ("dataset_id=missing".to_string(), StatusCode::NOT_FOUND),
+        ("model=x".to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (s, v) = app
+            .v1(Method::GET, &format!("/api/v1/datasets/quality/quick?{query}"), a, None)
+            .await;
+        assert_eq!(s, status, "{query}: {v}");
+    }
+    let bob = user(&app).await;
+    let (s, _) = app
+        .v1(
+            Method::GET,
+            &format!("/api/v1/datasets/quality/quick?dataset_id={id}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another user's dataset");
+}
+
+/// `v` with every number as a float: DynamoDB keeps `40.0` as `40`.
+fn floats(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.iter().map(floats).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), floats(v))).collect()),
+        v => v.clone(),
+    }
 }

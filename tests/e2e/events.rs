@@ -119,6 +119,10 @@ async fn every_sample_event_runs_through_the_lambda_adapter_and_its_handler() {
                 "v1-api-keys-create" => drop(ids.insert("KEY_ID", value["data"]["id"].as_str().unwrap().into())),
                 "v1-users-create" => drop(ids.insert("ID", value["data"]["user_id"].as_str().unwrap().into())),
                 "v1-projects-create" => drop(ids.insert("PROJECT_ID", value["data"]["id"].as_str().unwrap().into())),
+                "v1-datasets-upload" => drop(ids.insert("FINANCE_ID", value["data"]["id"].as_str().unwrap().into())),
+                "v1-datasets-versions-create" => {
+                    drop(ids.insert("VERSION_ID", value["data"]["id"].as_str().unwrap().into()))
+                }
                 "v1-datasets-create" => {
                     ids.insert("DATASET_ID", value["data"]["id"].as_str().unwrap().into());
                     let (dataset, etag) = uploading_dataset(&state).await;

@@ -556,21 +556,19 @@ pub async fn get(
     Ok(ok(view(&d, true)))
 }
 
-/// Deletes a dataset and its file. One that a queued or running task works on is 409.
+/// Deletes a dataset, its versions and their files. One that a queued or running task works
+/// on is 409.
 #[utoipa::path(delete, path = "/api/v1/datasets/{dataset_id}", tag = "datasets", params(DatasetId),
     responses((status = 404, description = "No such dataset (another user's is missing too)", body = super::envelope::ErrorBody),
         (status = 409, description = "A queued or running task uses the dataset", body = super::envelope::ErrorBody),
         (status = 200, body = super::envelope::Envelope<Done>)))]
 pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Done> {
     let d = owned(&state, &who, &id).await?;
-    if let Some(t) = super::tasks::busy_with(&state, &d.owner, &d.dataset_id).await? {
-        return Err(ApiError::new(
-            Code::Resource003,
-            format!(
-                "task {} ({}) is using the dataset; cancel it or wait until it finishes",
-                t.task_id, t.kind
-            ),
-        ));
+    if let Some(t) = super::tasks::busy_with(&state, &d.owner, "dataset_id", &d.dataset_id).await? {
+        return Err(super::tasks::busy(&t, "dataset"));
+    }
+    for v in state.datasets.versions(&d.owner, Some(&d.dataset_id)).await? {
+        super::dataset_versions::remove(&state, &v).await?;
     }
     state
         .datasets

@@ -4,6 +4,8 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod dataset_quality;
+pub mod dataset_versions;
 pub mod datasets;
 pub mod deployments;
 pub mod envelope;

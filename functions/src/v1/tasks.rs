@@ -269,10 +269,40 @@ pub async fn logs(
     }))
 }
 
-/// Whether any of `owner`'s unfinished tasks works on `dataset_id`.
-pub async fn busy_with(state: &AppState, owner: &str, dataset_id: &str) -> Result<Option<Task>, ApiError> {
+/// One of `owner`'s unfinished tasks whose input names `id` as its `key` (`dataset_id`,
+/// `version_id`), if any.
+pub async fn busy_with(state: &AppState, owner: &str, key: &str, id: &str) -> Result<Option<Task>, ApiError> {
     let tasks = state.tasks.list(owner).await?;
     Ok(tasks
         .into_iter()
-        .find(|t| !t.status.is_finished() && t.input.get("dataset_id").and_then(Value::as_str) == Some(dataset_id)))
+        .find(|t| !t.status.is_finished() && t.input.get(key).and_then(Value::as_str) == Some(id)))
+}
+
+/// The 409 for a resource (`what`) that task `t` still uses.
+pub fn busy(t: &Task, what: &str) -> ApiError {
+    ApiError::new(
+        Code::Resource003,
+        format!(
+            "task {} ({}) is using the {what}; cancel it or wait until it finishes",
+            t.task_id, t.kind
+        ),
+    )
+}
+
+/// Waits up to `at_most` for a task just created to finish; the task as it then is.
+pub async fn wait(state: &AppState, t: &Task, at_most: std::time::Duration) -> Result<Task, ApiError> {
+    let until = std::time::Instant::now() + at_most;
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        let now = state
+            .tasks
+            .get(&t.owner, &t.task_id)
+            .await?
+            .unwrap_or_else(|| t.clone());
+        if now.status.is_finished() || std::time::Instant::now() + pause > until {
+            return Ok(now);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+    }
 }

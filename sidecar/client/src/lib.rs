@@ -49,6 +49,8 @@ pub trait Compute: Send + Sync + 'static {
     /// Where model `id` stands, starting to load it from the bucket if need be; `None` when
     /// the sidecar cannot find it.
     async fn load_model(&self, id: &str) -> Result<Option<ModelState>, SidecarError>;
+    /// Counts the tokens of texts as a language model reads them.
+    async fn count_tokens(&self, req: llm::TokenCountRequest) -> Result<llm::TokenCounts, GenerateError>;
 }
 
 /// A client for one sidecar, cheap to clone.
@@ -146,6 +148,14 @@ impl SidecarClient {
         }
     }
 
+    /// See [`Compute::count_tokens`].
+    pub async fn count_tokens(&self, req: llm::TokenCountRequest) -> Result<llm::TokenCounts, GenerateError> {
+        match &self.transport {
+            Transport::Http(h) => h.count_tokens(req).await,
+            Transport::InProcess(c) => c.count_tokens(req).await,
+        }
+    }
+
     /// Embeds texts; see [`Compute::embed`].
     pub async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
         match &self.transport {
@@ -198,6 +208,22 @@ impl HttpSidecar {
             .map_err(unavailable)?;
         let body = check(res).await?;
         serde_json::from_slice(&body).map_err(|e| SidecarError::Unavailable(e.to_string()))
+    }
+
+    /// `POST /v1/llm/tokens`: the counts, or the refusal as a [`GenerateError`].
+    async fn count_tokens(&self, req: llm::TokenCountRequest) -> Result<llm::TokenCounts, GenerateError> {
+        let res = self
+            .http
+            .post(format!("{}/v1/llm/tokens", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .json(&req)
+            .send()
+            .await
+            .map_err(sidecar_down)?;
+        let body = refusal(res).await?.bytes().await.map_err(sidecar_down)?;
+        serde_json::from_slice(&body).map_err(|e| GenerateError::Internal {
+            message: format!("sidecar answered garbled token counts: {e}"),
+        })
     }
 
     /// `POST /v1/llm/models/load` with `{"id"}`: the model's state, or 404.

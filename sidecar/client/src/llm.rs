@@ -194,3 +194,17 @@ pub struct Embeddings {
     /// Inputs cut at the model's maximum length.
     pub truncated: u32,
 }
+
+/// Texts to count tokens of, as a language model reads them (dataset quality checks).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenCountRequest {
+    pub model: String,
+    pub texts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenCounts {
+    pub counts: Vec<u32>,
+    /// The model's context length.
+    pub context: u32,
+}

@@ -122,12 +122,6 @@ impl Job for DatasetValidation {
     }
 
     async fn finished(&self, task: &Task, end: &Finish) {
-        if end.status != TaskStatus::Completed {
-            return;
-        }
-        let size = end.result.get("size").and_then(Value::as_i64).unwrap_or(0);
-        if let Err(e) = self.storage.add(&task.owner, size).await {
-            tracing::error!(owner = %task.owner, error = %e, "cannot count storage");
-        }
+        super::count_storage(&self.storage, task, end).await;
     }
 }

@@ -10,6 +10,9 @@
 //!   sees [`Ctx::is_canceled`]), `abandon` runs, and the task ends `canceled`.
 
 pub mod blob_reader;
+pub mod blob_writer;
+pub mod dataset_processing;
+pub mod dataset_quality;
 pub mod dataset_validation;
 
 use std::collections::HashMap;
@@ -46,6 +49,18 @@ pub trait Job: Send + Sync {
     async fn abandon(&self, task: &Task, reason: &str) -> Result<Vec<Write>, Failure>;
     /// Called once the task's end is written.
     async fn finished(&self, _task: &Task, _end: &Finish) {}
+}
+
+/// Counts the bytes a completed task stored (its result's `size`) against its owner. A
+/// failure is logged: the files are written, and a quota off by one file beats a lost one.
+pub async fn count_storage(storage: &maas_store::records::storage::StorageRepo, task: &Task, end: &Finish) {
+    if end.status != TaskStatus::Completed {
+        return;
+    }
+    let size = end.result.get("size").and_then(Value::as_i64).unwrap_or(0);
+    if let Err(e) = storage.add(&task.owner, size).await {
+        tracing::error!(owner = %task.owner, error = %e, "cannot count storage");
+    }
 }
 
 /// What a running job sees of its task: its input, and where to report.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use maas_sidecar_client::llm::{
     EmbedRequest, Embeddings, GenerateError, GenerateEvent, GenerateRequest, LlmModelInfo, ModelState, Prompt,
+    TokenCounts,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -336,6 +337,26 @@ impl LlmService {
             Err(None) if self.fetch(model) => Err(GenerateError::Loading),
             Err(None) => Err(GenerateError::UnknownModel { model: model.into() }),
         }
+    }
+
+    /// The token counts of `texts` as language model `model` reads them, and its context
+    /// length. Blocking (tokenizing).
+    pub fn count_tokens(self: &Arc<Self>, model: &str, texts: &[String]) -> Result<TokenCounts, GenerateError> {
+        let served = self.served(model)?;
+        let Kind::Chat { engine, .. } = &served.kind else {
+            return Err(GenerateError::BadPrompt {
+                message: format!("the model {model:?} is an embedding model; name a language model"),
+            });
+        };
+        let counts = texts
+            .iter()
+            .map(|t| engine.model.tokenizer.encode(t).map(|ids| ids.len() as u32))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| GenerateError::Internal { message: e.to_string() })?;
+        Ok(TokenCounts {
+            counts,
+            context: served.info.context,
+        })
     }
 
     /// Starts generating for `req` (`model` or `model:adapter`); events arrive on the receiver.

@@ -209,3 +209,157 @@ impl DatasetRepo {
         self.table.delete(d.key(), Cond::Version(d.ver)).await
     }
 }
+
+/// One file of a version: the whole dataset, or one split of a processed one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VersionFile {
+    /// `all`, `train`, `validation` or `test`.
+    pub split: String,
+    pub blob: String,
+    pub samples: u64,
+    pub size: u64,
+}
+
+/// An immutable version of a dataset (seed 002 版本管理): a snapshot of its file, or the
+/// splits processing wrote. Jobs refer to a version, so what they read never changes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DatasetVersion {
+    pub version_id: String,
+    pub owner: String,
+    pub dataset_id: String,
+    /// Unique per dataset: `v1`, `v2`, ... unless the caller names it.
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    /// `processing`, `ready` or `failed`.
+    pub status: String,
+    /// The files' format.
+    pub format: String,
+    #[serde(default)]
+    pub files: Vec<VersionFile>,
+    #[serde(default)]
+    pub samples_count: u64,
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// How processing made it (ratios, template, seed), if it did.
+    #[serde(default)]
+    pub processing: Option<Value>,
+    #[serde(default)]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub ver: u64,
+}
+
+impl DatasetVersion {
+    /// Bytes of files of its own (a snapshot shares its dataset's file).
+    pub fn own_bytes(&self) -> u64 {
+        self.files.iter().filter(|f| f.split != "all").map(|f| f.size).sum()
+    }
+}
+
+impl Record for DatasetVersion {
+    fn key(&self) -> Key {
+        Key::new(
+            format!("DATASETS#{}", part(&self.owner)),
+            format!("DSVERSION#{}#{}", part(&self.dataset_id), part(&self.version)),
+        )
+    }
+    fn ver(&self) -> u64 {
+        self.ver
+    }
+}
+
+impl DatasetRepo {
+    /// The owner's versions (of `dataset_id` only, when given), oldest first per dataset.
+    pub async fn versions(&self, owner: &str, dataset_id: Option<&str>) -> StoreResult<Vec<DatasetVersion>> {
+        let prefix = match dataset_id {
+            Some(d) => format!("DSVERSION#{}#", part(d)),
+            None => "DSVERSION#".into(),
+        };
+        let q = Query::primary(format!("DATASETS#{}", part(owner)), prefix);
+        self.table.query(&q).await?.into_iter().map(from_item).collect()
+    }
+
+    /// One of the owner's versions by id.
+    pub async fn version(&self, owner: &str, version_id: &str) -> StoreResult<Option<DatasetVersion>> {
+        Ok(self
+            .versions(owner, None)
+            .await?
+            .into_iter()
+            .find(|v| v.version_id == version_id))
+    }
+
+    /// Creates a version, with `more` in the same transaction; `ConditionFailed` when the
+    /// dataset has a version of that name already.
+    pub async fn create_version(&self, v: &DatasetVersion, more: Vec<Write>) -> StoreResult<()> {
+        let mut writes = vec![Write::Put {
+            item: to_item(v)?,
+            cond: Cond::NotExists,
+        }];
+        writes.extend(more);
+        self.table.write(writes).await
+    }
+
+    /// The write that replaces version `old` with `next`.
+    pub fn version_replaced(&self, old: &DatasetVersion, next: &DatasetVersion) -> StoreResult<Write> {
+        let mut next = next.clone();
+        next.ver = old.ver + 1;
+        Ok(Write::Put {
+            item: to_item(&next)?,
+            cond: Cond::Version(old.ver),
+        })
+    }
+
+    pub async fn delete_version(&self, v: &DatasetVersion) -> StoreResult<()> {
+        self.table.delete(v.key(), Cond::Version(v.ver)).await
+    }
+}
+
+/// The files a job reads: a ready dataset's one file, or a ready version's files.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub dataset: Dataset,
+    pub version: Option<DatasetVersion>,
+    /// `(split name, or None for a whole dataset; blob; size; format)`.
+    pub files: Vec<(Option<String>, String, u64, String)>,
+}
+
+impl DatasetRepo {
+    /// What `dataset_id` (or its version `version_id`) holds, when it is ready.
+    pub async fn source(&self, owner: &str, dataset_id: &str, version_id: Option<&str>) -> StoreResult<Option<Source>> {
+        let Some(dataset) = self.get(owner, dataset_id).await?.filter(|d| d.status == "ready") else {
+            return Ok(None);
+        };
+        let Some(id) = version_id else {
+            let files = vec![(None, dataset.blob.clone(), dataset.size, dataset.format.clone())];
+            return Ok(Some(Source {
+                dataset,
+                version: None,
+                files,
+            }));
+        };
+        let Some(v) = self
+            .version(owner, id)
+            .await?
+            .filter(|v| v.status == "ready" && v.dataset_id == dataset_id)
+        else {
+            return Ok(None);
+        };
+        let files = v
+            .files
+            .iter()
+            .map(|f| {
+                let split = (f.split != "all").then(|| f.split.clone());
+                (split, f.blob.clone(), f.size, v.format.clone())
+            })
+            .collect();
+        Ok(Some(Source {
+            dataset,
+            version: Some(v),
+            files,
+        }))
+    }
+}

@@ -1,0 +1,2 @@
+//! Lambda for the `v1-datasets-quality-quick` route; everything else comes from the route table.
+maas_functions::lambda_main!();

@@ -1,0 +1,2 @@
+//! Lambda for the `v1-datasets-versions-list` route; everything else comes from the route table.
+maas_functions::lambda_main!();
