@@ -52,11 +52,11 @@ pub struct QuickCheck {
 
 /// What the caller asked to check, ready.
 async fn source(state: &AppState, who: &Principal, dataset: &str, version: Option<&str>) -> Result<Source, ApiError> {
-    validate::text("dataset_id", dataset, 64)?;
-    if let Some(v) = version {
-        validate::text("version_id", v, 64)?;
-    }
-    let found = state.datasets.source(&who.user.user_id, dataset, version).await?;
+    let ids_ok = validate::could_be_id(dataset) && version.is_none_or(validate::could_be_id);
+    let found = match ids_ok {
+        true => state.datasets.source(&who.user.user_id, dataset, version).await?,
+        false => None,
+    };
     found.ok_or_else(|| ApiError::new(Code::Resource001, "no ready dataset (or version of it) by that id"))
 }
 

@@ -165,7 +165,9 @@ pub struct ProcessView {
 
 /// The caller's version; another user's answers 404, as a missing one does.
 async fn owned(state: &AppState, who: &Principal, id: &str) -> Result<DatasetVersion, ApiError> {
-    validate::text("version_id", id, 64)?;
+    if !validate::could_be_id(id) {
+        return Err(ApiError::not_found("version"));
+    }
     state
         .datasets
         .version(&who.user.user_id, id)
@@ -222,9 +224,10 @@ async fn ready_dataset(
     who: &Principal,
     id: &str,
 ) -> Result<maas_store::records::datasets::Dataset, ApiError> {
-    let d = super::datasets::owned(state, who, id)
-        .await
-        .map_err(|_| ApiError::field(Code::Resource001, "dataset_id", "dataset not found"))?;
+    let d = super::datasets::owned(state, who, id).await.map_err(|e| match e.code {
+        Code::Resource001 => ApiError::field(Code::Resource001, "dataset_id", "dataset not found"),
+        _ => e,
+    })?;
     if d.status != "ready" {
         return Err(ApiError::new(
             Code::Resource002,
@@ -276,9 +279,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<VersionListQuery>,
 ) -> ApiResult<DatasetVersionPage> {
     let (p, limit) = page(q.page, q.limit, 1000)?;
-    if let Some(d) = &q.dataset_id {
-        validate::text("dataset_id", d, 64)?;
-    }
+    validate::at_most("dataset_id", q.dataset_id.as_deref().unwrap_or_default(), 64)?;
     let mut all = state
         .datasets
         .versions(&who.user.user_id, q.dataset_id.as_deref())

@@ -216,7 +216,9 @@ fn view(d: &Dataset, preview: bool) -> DatasetView {
 
 /// The caller's dataset; another user's answers 404, as a missing one does.
 pub async fn owned(state: &AppState, who: &Principal, id: &str) -> Result<Dataset, ApiError> {
-    validate::text("dataset_id", id, 64)?;
+    if !validate::could_be_id(id) {
+        return Err(ApiError::not_found("dataset"));
+    }
     state
         .datasets
         .get(&who.user.user_id, id)
@@ -297,6 +299,7 @@ impl Fields {
 #[utoipa::path(post, path = "/api/v1/datasets", tag = "datasets",
     request_body(content((DatasetForm = "multipart/form-data"), (NewDataset = "application/json"))),
     responses((status = 403, description = "The upload would exceed the caller's storage quota", body = super::envelope::ErrorBody),
+        (status = 404, description = "No such project (`project_id`)", body = super::envelope::ErrorBody),
         (status = 422, description = "The file is not valid in its format (the details name the lines)", body = super::envelope::ErrorBody),
         (status = 201, body = super::envelope::Envelope<DatasetView>, links(
         ("GetDataset" = (operation_id = "v1-datasets-get", parameters(("dataset_id" = "$response.body#/data/id"))))))))]
@@ -339,6 +342,7 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
 #[utoipa::path(post, path = "/api/v1/datasets/upload", tag = "datasets",
     request_body(content((DatasetForm = "multipart/form-data"), (NewDataset = "application/json"))),
     responses((status = 403, description = "The upload would exceed the caller's storage quota", body = super::envelope::ErrorBody),
+        (status = 404, description = "No such project (`project_id`)", body = super::envelope::ErrorBody),
         (status = 422, description = "The file is not valid in its format (the details name the lines)", body = super::envelope::ErrorBody),
         (status = 201, body = super::envelope::Envelope<DatasetView>)))]
 pub async fn upload(state: State<AppState>, who: Principal, req: Request) -> ApiResult<DatasetView> {
@@ -505,6 +509,15 @@ pub async fn list(
     validate::one_of("sort", sort, SORTS)?;
     let order = q.order.as_deref().unwrap_or("desc");
     validate::one_of("order", order, &["asc", "desc"])?;
+    if let Some(f) = &q.format {
+        validate::one_of("format", f, FORMATS)?;
+    }
+    if let Some(s) = &q.status {
+        validate::one_of("status", s, &["uploading", "validating", "ready", "failed"])?;
+    }
+    validate::at_most("type", q.kind.as_deref().unwrap_or_default(), 32)?;
+    validate::at_most("project_id", q.project_id.as_deref().unwrap_or_default(), 64)?;
+    validate::text("search", q.search.as_deref().unwrap_or_default(), 200)?;
     let words: Vec<String> = q
         .search
         .as_deref()

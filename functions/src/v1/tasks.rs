@@ -129,7 +129,9 @@ pub struct LogPage {
 
 /// The caller's task; another user's answers 404, as a missing one does.
 pub async fn owned(state: &AppState, who: &Principal, id: &str) -> Result<Task, ApiError> {
-    validate::text("task_id", id, 64)?;
+    if !validate::could_be_id(id) {
+        return Err(ApiError::not_found("task"));
+    }
     state
         .tasks
         .get(&who.user.user_id, id)
@@ -148,6 +150,9 @@ pub async fn list(
     let (p, limit) = page(q.page, q.limit, 1000)?;
     if let Some(s) = &q.status {
         validate::one_of("status", s, STATUSES)?;
+    }
+    if let Some(k) = &q.kind {
+        validate::at_most("type", k, 64)?;
     }
     let mut all = state.tasks.list(&who.user.user_id).await?;
     all.retain(|t| {

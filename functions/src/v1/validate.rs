@@ -87,6 +87,24 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether `id` could name a record: ids are at most 64 printable characters. A caller's
+/// id that could not is answered as missing (404), like any other unknown id.
+pub fn could_be_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && !id.chars().any(char::is_control)
+}
+
+/// A value of at most `max` characters (a filter, matched as given).
+pub fn at_most(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::field(
+            Code::Validation003,
+            field,
+            format!("{field} must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// A required name: trimmed, 1 to `max` printable characters.
 pub fn name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     if value.trim().is_empty() {
