@@ -1146,7 +1146,7 @@ async fn managers_of_users_and_roles_cannot_grant_or_touch_more_than_they_hold(b
     // Manages users and roles, and holds what `viewer` grants: nothing more.
     let helpdesk = json!({"name": "helpdesk", "permissions": [
         "users:read", "users:write", "roles:read", "roles:write",
-        "profile:read", "model:read", "deployment:read", "dataset:read", "project:read", "finetune:read", "usage:read"]});
+        "profile:read", "model:read", "deployment:read", "dataset:read", "project:read", "task:read", "finetune:read", "usage:read"]});
     let (s, v) = app
         .v1(Method::POST, "/api/v1/permissions/roles", adm, Some(helpdesk))
         .await;
