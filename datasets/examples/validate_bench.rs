@@ -49,8 +49,8 @@ fn main() -> std::io::Result<()> {
 /// Instruction records of varied lengths, from a fixed seed.
 fn write_records(path: &str, bytes: u64) -> std::io::Result<()> {
     const WORDS: [&str; 16] = [
-        "the", "model", "answer", "question", "data", "reset", "password", "invoice", "billing", "plan",
-        "support", "ticket", "settings", "account", "please", "thanks",
+        "the", "model", "answer", "question", "data", "reset", "password", "invoice", "billing", "plan", "support",
+        "ticket", "settings", "account", "please", "thanks",
     ];
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let (mut written, mut state, mut i) = (0u64, 0x2545_F491_4F6C_DD1Du64, 0u64);
@@ -63,7 +63,10 @@ fn write_records(path: &str, bytes: u64) -> std::io::Result<()> {
     while written < bytes {
         let mut text = |n: u64| -> String {
             let k = 4 + next() % n;
-            (0..k).map(|_| WORDS[(next() % 16) as usize]).collect::<Vec<_>>().join(" ")
+            (0..k)
+                .map(|_| WORDS[(next() % 16) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         let line = format!(
             "{{\"id\":{i},\"instruction\":\"{}?\",\"response\":\"{}.\",\"lang\":\"en\"}}\n",

@@ -740,11 +740,16 @@ async fn a_large_model_uploaded_in_presigned_parts_is_deployed_and_answers(b: Ba
     let question = json!([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]);
     let body =
         json!({"deployment_id": deployment, "messages": question, "parameters": {"max_tokens": 24, "temperature": 0}});
+    let loading_since = std::time::Instant::now();
     let answer = loop {
         let (s, v, _) = app
             .call(Method::POST, "/api/v1/inference/generate", t, Some(body.clone()))
             .await;
         if s == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                loading_since.elapsed() < std::time::Duration::from_secs(120),
+                "the uploaded model did not load within two minutes: {v}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         }

@@ -79,17 +79,8 @@ impl DatasetProcessing {
         };
         Ok(Finish {
             writes: vec![self.datasets.version_replaced(v, &failed)?],
-            ..failed_task(why.into())
+            ..Finish::failed(why)
         })
-    }
-}
-
-fn failed_task(error: String) -> Finish {
-    Finish {
-        status: TaskStatus::Failed,
-        result: json!({}),
-        error: Some(error),
-        writes: Vec::new(),
     }
 }
 
@@ -102,7 +93,7 @@ impl Job for DatasetProcessing {
     async fn run(&self, ctx: &Ctx) -> Result<Finish, Failure> {
         let input: Input = serde_json::from_value(ctx.task.input.clone())?;
         let Some(version) = self.version(&ctx.task).await? else {
-            return Ok(failed_task("the version was deleted or is not being processed".into()));
+            return Ok(Finish::failed("the version was deleted or is not being processed"));
         };
         let dataset = match self.datasets.get(&ctx.task.owner, &input.dataset_id).await? {
             Some(d) if d.status == "ready" => d,

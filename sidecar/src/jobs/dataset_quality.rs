@@ -49,15 +49,6 @@ impl DatasetQuality {
     }
 }
 
-fn failed(error: String) -> Finish {
-    Finish {
-        status: TaskStatus::Failed,
-        result: json!({}),
-        error: Some(error),
-        writes: Vec::new(),
-    }
-}
-
 #[async_trait]
 impl Job for DatasetQuality {
     fn kind(&self) -> &'static str {
@@ -77,12 +68,12 @@ impl Job for DatasetQuality {
             .source(&ctx.task.owner, &dataset_id, version_id.as_deref())
             .await?
         else {
-            return Ok(failed("the dataset or version was deleted or is not ready".into()));
+            return Ok(Finish::failed("the dataset or version was deleted or is not ready"));
         };
         let context = match &model {
             Some(m) => match self.context_of(m).await? {
                 Ok(c) => Some((m.clone(), c)),
-                Err(why) => return Ok(failed(why)),
+                Err(why) => return Ok(Finish::failed(why)),
             },
             None => None,
         };

@@ -45,15 +45,6 @@ impl DatasetValidation {
     }
 }
 
-fn failed(error: String) -> Finish {
-    Finish {
-        status: TaskStatus::Failed,
-        result: json!({}),
-        error: Some(error),
-        writes: Vec::new(),
-    }
-}
-
 #[async_trait]
 impl Job for DatasetValidation {
     fn kind(&self) -> &'static str {
@@ -62,12 +53,12 @@ impl Job for DatasetValidation {
 
     async fn run(&self, ctx: &Ctx) -> Result<Finish, Failure> {
         let Some(d) = self.subject(&ctx.task).await? else {
-            return Ok(failed(
-                "the dataset was deleted or is not waiting for validation".into(),
+            return Ok(Finish::failed(
+                "the dataset was deleted or is not waiting for validation",
             ));
         };
         let Some(format) = Format::parse(&d.format) else {
-            return Ok(failed(format!("unknown format {}", d.format)));
+            return Ok(Finish::failed(format!("unknown format {}", d.format)));
         };
         let found = self.blobs.size(&d.blob).await?.unwrap_or(0);
         ctx.log("info", &format!("reading {found} bytes of {}", d.format)).await;

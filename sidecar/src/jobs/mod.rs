@@ -37,6 +37,18 @@ pub struct Finish {
     pub writes: Vec<Write>,
 }
 
+impl Finish {
+    /// The task failed on its input (nothing to write).
+    pub fn failed(error: impl Into<String>) -> Finish {
+        Finish {
+            status: TaskStatus::Failed,
+            result: Value::Object(Default::default()),
+            error: Some(error.into()),
+            writes: Vec::new(),
+        }
+    }
+}
+
 /// One kind of long operation.
 #[async_trait]
 pub trait Job: Send + Sync {
