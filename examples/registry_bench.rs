@@ -354,7 +354,10 @@ async fn upload(args: &Args, gateway: &Gateway, url: &str, token: &str) {
     };
     line("start: declare and get part URLs", started);
     line(&format!("PUT parts to presigned URLs, {} at once", args.parallel), put);
-    line("complete: join, size, sha256 and header check", complete);
+    line(
+        "complete: join, size and header check (the sha256 is a task's)",
+        complete,
+    );
     line("baseline: one plain PUT of the same bytes to the same store", plain);
 }
 

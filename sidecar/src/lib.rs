@@ -120,6 +120,7 @@ fn task_runner(stores: &Stores, cfg: &SidecarConfig, llm: Arc<llm::service::LlmS
         Arc::new(jobs::dataset_validation::DatasetValidation::new(stores)),
         Arc::new(jobs::dataset_processing::DatasetProcessing::new(stores)),
         Arc::new(jobs::dataset_quality::DatasetQuality::new(stores, llm)),
+        Arc::new(jobs::model_validation::ModelValidation::new(stores)),
     ];
     let runner_cfg = jobs::RunnerConfig {
         poll: cfg.worker.poll,

@@ -183,6 +183,7 @@ impl Checked {
             created_at: maas_store::now_millis(),
             expires_at: None,
             ttl: None,
+            task_id: None,
             ver: 0,
         })
     }

@@ -3,8 +3,9 @@
 //! 1. The client declares each file's size and sha256; the answer gives a URL per part.
 //! 2. The client PUTs the parts there (S3's own presigned URLs; on the embedded store, `maas`'s
 //!    `/blobs/uploads/...` route, signed the same way as downloads) and keeps each ETag.
-//! 3. A complete call names the parts; the server joins them, then checks each file's size,
-//!    sha256 and header before the version turns `ready` (or `failed`, with the reason).
+//! 3. A complete call names the parts; the server joins them and checks each file's size and
+//!    the weights' header at once; a `model_validation` task in a sidecar then reads every byte
+//!    to check the sha256s before the version turns `ready` (or `failed`, with the reason).
 //!
 //! An abandoned upload expires: its URLs stop working, the version record carries a TTL, the
 //! bucket's lifecycle rule drops incomplete uploads, and the embedded store sweeps old parts.
@@ -21,13 +22,14 @@ use maas_store::blobs::Part;
 use maas_store::records::registry::{ModelVersion, VersionFile};
 use maas_store::{Blobs, StoreError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::header::{self, Format};
 use crate::state::AppState;
 use crate::v1::envelope::{ApiError, Code};
 
+/// The task that checks an uploaded version's digests.
+pub const VALIDATION: &str = "model_validation";
 /// How long part URLs work, and how long an upload may take.
 pub const UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The largest model file.
@@ -36,8 +38,6 @@ pub const MAX_MODEL_FILE: u64 = 50_000_000_000;
 pub const MAX_SIDE_FILE: u64 = 64 << 20;
 /// Parts are at least this large, so that a 50 GB file needs at most 3,000 URLs.
 const MIN_PART_SIZE: u64 = 16 << 20;
-/// Reads while checking a digest.
-const READ_CHUNK: u64 = 8 << 20;
 /// The most of a file read to find its header.
 const HEADER_READ: u64 = 32 << 20;
 
@@ -239,6 +239,7 @@ pub async fn start(
         expires_at: Some(expires),
         // A day past the URLs, so that a late complete call is still told what happened.
         ttl: Some(expires + 24 * 3600),
+        task_id: None,
         ver: 0,
     };
     Ok((v, uploads))
@@ -306,8 +307,9 @@ fn field_of(name: &str) -> &'static str {
     }
 }
 
-/// Checks the joined files against what was declared, and reads the weights' header. Returns
-/// the files as they now are and the header.
+/// Checks the joined files' sizes against what was declared, and reads the weights' header
+/// (the digests are left to the `model_validation` task). Returns the files as they now are
+/// and the header.
 pub async fn verify(
     blobs: &dyn Blobs,
     v: &ModelVersion,
@@ -321,12 +323,6 @@ pub async fn verify(
             return Ok(Err(Rejected(format!(
                 "{field} has {size} bytes, not the {} declared",
                 f.size
-            ))));
-        }
-        let digest = sha256(blobs, &f.blob, size).await?;
-        if digest != f.sha256 {
-            return Ok(Err(Rejected(format!(
-                "{field}'s sha256 is {digest}, not the one declared"
             ))));
         }
         let file = VersionFile {
@@ -373,20 +369,6 @@ pub async fn verify(
         )));
     }
     Ok(Ok((files, h)))
-}
-
-async fn sha256(blobs: &dyn Blobs, key: &str, size: u64) -> Result<String, ApiError> {
-    let mut hasher = Sha256::new();
-    let mut at = 0;
-    while at < size {
-        let chunk = blobs.get_range(key, at, READ_CHUNK).await?.unwrap_or_default();
-        if chunk.is_empty() {
-            break;
-        }
-        at += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    Ok(super::hex(&hasher.finalize()))
 }
 
 #[derive(Deserialize)]

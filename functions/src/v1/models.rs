@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maas_store::records::registry::{Filter, ListRequest, Model, ModelVersion, Scope, SortField, PLATFORM_OWNER};
+use maas_store::records::tasks::Task;
 use maas_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -91,6 +92,8 @@ pub struct VersionView {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: String,
+    /// The task checking the files' digests, while the version is `validating`.
+    pub task_id: Option<String>,
     /// Where to upload, while the version is `uploading` and was just started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadView>,
@@ -468,6 +471,7 @@ fn version_view(v: &ModelVersion) -> VersionView {
             .collect(),
         metadata: v.metadata.clone(),
         created_at: iso(v.created_at / 1000),
+        task_id: v.task_id.clone(),
         upload: None,
     }
 }
@@ -687,7 +691,7 @@ pub async fn get(
 
 async fn detail(state: &AppState, who: &Principal, m: &Model) -> Result<ModelDetail, ApiError> {
     let mut versions = state.registry.repo.versions(&m.model_id).await?;
-    versions.sort_by(|a, b| semver_cmp(&b.version, &a.version));
+    versions.sort_by(|a, b| maas_store::records::registry::semver_cmp(&b.version, &a.version));
     let mut owners = owners(state, std::slice::from_ref(m)).await?;
     Ok(ModelDetail {
         summary: summary(m, &mut owners, size_of(m)),
@@ -697,13 +701,6 @@ async fn detail(state: &AppState, who: &Principal, m: &Model) -> Result<ModelDet
         liked: state.registry.repo.liked(&m.model_id, &who.user.user_id).await?,
         upload: None,
     })
-}
-
-fn semver_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    match (semver::Version::parse(a), semver::Version::parse(b)) {
-        (Ok(a), Ok(b)) => a.cmp(&b),
-        _ => a.cmp(b),
-    }
 }
 
 /// How to call the model: the request that runs each task it serves.
@@ -949,7 +946,7 @@ pub async fn create_version(
             let newer = old
                 .latest_version
                 .as_deref()
-                .is_none_or(|l| semver_cmp(&v.version, l).is_gt());
+                .is_none_or(|l| maas_store::records::registry::semver_cmp(&v.version, l).is_gt());
             if newer {
                 m.latest_version = Some(v.version.clone());
                 m.metadata = metadata.clone();
@@ -1014,8 +1011,10 @@ fn upload_view(v: &ModelVersion, files: Vec<FileUpload>) -> UploadView {
     }
 }
 
-/// Finishes a presigned upload: joins the parts, then checks each file's size and sha256 and
-/// the weights' header. The version turns `ready`, or `failed` with the reason (422).
+/// Finishes a presigned upload: joins the parts, then checks each file's size and the
+/// weights' header (a failure is 422, and the version `failed`). The version turns
+/// `validating` while a `model_validation` task checks each file's sha256 in a sidecar; it
+/// then turns `ready`, or `failed` with the reason.
 #[utoipa::path(post, path = "/api/v1/models/{model_id}/versions/{version}/complete", tag = "models",
     params(ModelVersionId), request_body = Completion,
     responses((status = 404, description = "No such model or version (another user's private model is missing too)", body = super::envelope::ErrorBody),
@@ -1066,10 +1065,17 @@ pub async fn complete_upload(
     let total: u64 = files.iter().map(|f| f.size).sum();
     let mut metadata = registry::header::metadata(&header, &m.model_type, weights);
     metadata["size_bytes"] = json!(total);
-    let ready = ModelVersion {
-        status: "ready".into(),
+    let task = Task::new(
+        &m.owner,
+        registry::uploads::VALIDATION,
+        &format!("check {}@{}", m.name, v.version),
+        json!({"model_id": v.model_id, "version": v.version}),
+    );
+    let validating = ModelVersion {
+        status: "validating".into(),
         files,
-        metadata: metadata.clone(),
+        metadata,
+        task_id: Some(task.task_id.clone()),
         expires_at: None,
         ttl: None,
         ..v.clone()
@@ -1077,26 +1083,11 @@ pub async fn complete_upload(
     state
         .registry
         .repo
-        .finish_version(&v, &ready, |old| became_latest(old, &ready.version, &metadata))
+        .finish_version_with(&v, &validating, vec![task.create_write()?])
         .await
         .map_err(super::profile::conflict_on_race)?;
-    state.registry.count_storage(&m.owner, total as i64).await;
+    let ready = validating;
     Ok(ok(version_view(&ready)))
-}
-
-/// The model once `version` is ready: its latest when no newer one is.
-fn became_latest(old: &Model, version: &str, metadata: &Value) -> Model {
-    let mut m = old.clone();
-    if old
-        .latest_version
-        .as_deref()
-        .is_none_or(|l| semver_cmp(version, l).is_gt())
-    {
-        m.latest_version = Some(version.to_string());
-        m.metadata = metadata.clone();
-    }
-    m.updated_at = maas_store::now_millis();
-    m
 }
 
 fn taken(version: &str) -> ApiError {
@@ -1118,7 +1109,7 @@ pub async fn list_versions(
 ) -> ApiResult<VersionList> {
     visible(&state, &who, &id).await?;
     let mut versions = state.registry.repo.versions(&id).await?;
-    versions.sort_by(|a, b| semver_cmp(&b.version, &a.version));
+    versions.sort_by(|a, b| maas_store::records::registry::semver_cmp(&b.version, &a.version));
     Ok(ok(VersionList {
         model_id: id,
         versions: versions.iter().map(version_view).collect(),

@@ -14,6 +14,7 @@ pub mod blob_writer;
 pub mod dataset_processing;
 pub mod dataset_quality;
 pub mod dataset_validation;
+pub mod model_validation;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

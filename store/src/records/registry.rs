@@ -356,6 +356,9 @@ pub struct ModelVersion {
     /// What the files' headers say (see the API's metadata reader).
     #[serde(default)]
     pub metadata: Value,
+    /// The task checking an uploaded version's digests.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub created_at: i64,
     /// While `uploading`: when the upload's URLs stop working (epoch seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -637,6 +640,24 @@ impl RegistryRepo {
         .await
     }
 
+    /// Replaces version `old` with `new`, with `more` writes (a task) in the same transaction,
+    /// leaving the model as it is.
+    pub async fn finish_version_with(
+        &self,
+        old: &ModelVersion,
+        new: &ModelVersion,
+        more: Vec<Write>,
+    ) -> StoreResult<()> {
+        let mut next = new.clone();
+        next.ver = old.ver + 1;
+        let mut writes = vec![Write::Put {
+            item: to_item(&next)?,
+            cond: Cond::Version(old.ver),
+        }];
+        writes.extend(more);
+        self.table.write(writes).await
+    }
+
     /// Whether `user` likes the model.
     pub async fn liked(&self, id: &str, user: &str) -> StoreResult<bool> {
         Ok(self.table.get(&Like::key_for(id, user)).await?.is_some())
@@ -782,5 +803,31 @@ fn partitions(user: &str, scope: Scope) -> Vec<String> {
         Scope::Visible => vec!["MODELIDX#public".into(), private_partition(user)],
         Scope::Public => vec!["MODELIDX#public".into()],
         Scope::Private => vec![private_partition(user)],
+    }
+}
+
+/// Orders versions as semantic versions (`1.10.0` after `1.9.0`), or as text where one is not.
+pub fn semver_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    match (semver::Version::parse(a), semver::Version::parse(b)) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        _ => a.cmp(b),
+    }
+}
+
+impl Model {
+    /// The model once its `version` is ready: that is its latest, with its metadata, unless a
+    /// newer version is.
+    pub fn with_ready_version(&self, version: &str, metadata: &Value) -> Model {
+        let mut m = self.clone();
+        if self
+            .latest_version
+            .as_deref()
+            .is_none_or(|l| semver_cmp(version, l).is_gt())
+        {
+            m.latest_version = Some(version.to_string());
+            m.metadata = metadata.clone();
+        }
+        m.updated_at = crate::now_millis();
+        m
     }
 }
