@@ -714,7 +714,7 @@ async fn a_large_model_uploaded_in_presigned_parts_is_deployed_and_answers(b: Ba
     );
     let (s, _) = app.v1(Method::POST, complete, t, Some(done)).await;
     assert_eq!(s, StatusCode::CONFLICT, "a version completes once");
-    let task = crate::datasets::finished(&app, t.unwrap(), v["data"]["task_id"].as_str().unwrap()).await;
+    let task = crate::datasets::finished(&app, &token, v["data"]["task_id"].as_str().unwrap()).await;
     assert_eq!(
         (task["status"].as_str(), task["type"].as_str()),
         (Some("completed"), Some("model_validation")),
@@ -816,7 +816,7 @@ async fn completions_that_do_not_match_the_declaration_fail_the_version(b: Backe
         .v1(Method::POST, up["complete_url"].as_str().unwrap(), t, Some(done))
         .await;
     assert_eq!(s, StatusCode::OK, "the size and header are right: {v}");
-    let task = crate::datasets::finished(&app, t.unwrap(), v["data"]["task_id"].as_str().unwrap()).await;
+    let task = crate::datasets::finished(&app, &token, v["data"]["task_id"].as_str().unwrap()).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert!(task["error"].as_str().unwrap().contains("sha256"), "{task}");
     let (_, vs) = app
@@ -887,7 +887,7 @@ async fn completions_that_do_not_match_the_declaration_fail_the_version(b: Backe
         (StatusCode::OK, Some("validating")),
         "then the right parts finish it: {v}"
     );
-    let task = crate::datasets::finished(&app, t.unwrap(), v["data"]["task_id"].as_str().unwrap()).await;
+    let task = crate::datasets::finished(&app, &token, v["data"]["task_id"].as_str().unwrap()).await;
     assert_eq!(task["status"], "completed", "{task}");
 
     for (body, what) in [
