@@ -181,3 +181,67 @@ async fn a_task_canceled_while_queued_ends_canceled_and_leaves_no_half_made_data
     assert_eq!(s, 200);
     maas.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_maas_mid_processing_leaves_the_task_to_the_next_maas_and_no_half_made_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MAAS_LEASE_SECS", "1"), ("MAAS_RATE_OTHER", "100000/60")];
+    let maas = start(dir.path(), &env).await;
+    let token = maas.sign_up().await;
+    let rows = 1_000_000;
+    let (dataset, validation) = maas.presigned(&token, &records(rows)).await;
+    let t = maas.wait_task(&token, &validation, is_finished).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    // The call waits for its task; the kill cuts it off, so it runs on its own.
+    let (url, client, tok, id) = (maas.url.clone(), maas.client.clone(), token.clone(), dataset.clone());
+    tokio::spawn(async move {
+        let body = json!({"dataset_id": id, "output_name": "split", "template": "Q: {instruction} A: {response}"});
+        let _ = client
+            .post(format!("{url}/api/v1/datasets/process"))
+            .bearer_auth(tok)
+            .json(&body)
+            .send()
+            .await;
+    });
+    let task = loop {
+        let (_, v) = maas
+            .v1(Method::GET, "/api/v1/tasks?type=dataset_processing", Some(&token), None)
+            .await;
+        if let Some(t) = v["data"]["items"].as_array().and_then(|a| a.first()) {
+            break t["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let t = maas
+        .wait_task(&token, &task, |t| t["status"] == "running" || is_finished(t))
+        .await;
+    maas.kill();
+    assert_eq!(t["status"], "running", "killed while it ran: {t}");
+
+    let maas = start(dir.path(), &env).await;
+    let token = maas.sign_in().await;
+    let t = maas.wait_task(&token, &task, is_finished).await;
+    assert_eq!(
+        (t["status"].as_str(), t["attempts"].as_u64()),
+        (Some("completed"), Some(2)),
+        "{t}"
+    );
+    let (_, v) = maas
+        .v1(
+            Method::GET,
+            &format!("/api/v1/datasets/versions?dataset_id={dataset}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let version = &v["data"]["items"][0];
+    assert_eq!(version["status"], "ready", "{v}");
+    let samples: u64 = version["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["samples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(samples, rows as u64, "every record in exactly one split: {version}");
+    maas.kill();
+}
