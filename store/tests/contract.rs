@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use maas_store::item::Item;
 use maas_store::records::sgt::{Checkpoint, ClientData, SgtModel, SgtRepo};
+use maas_store::records::tasks::{End, Held, Task, TaskRepo, TaskStatus};
 use maas_store::records::training::{JobStatus, LeaseError, TrainJob};
 use maas_store::{Cond, Key, Query, StoreError, Write};
 use serde_json::json;
@@ -37,6 +38,7 @@ on_both_backends!(
     a_clone_recovers_when_the_source_checkpoint_was_replaced_mid_copy,
     a_model_stored_with_string_client_data_reads_back_with_that_string,
     a_job_that_gives_way_waits_its_turn_and_new_data_joins_it,
+    a_task_is_claimed_once_held_by_its_worker_and_ends_with_its_records_or_not_at_all,
 );
 
 async fn a_put_item_reads_back_with_its_attributes(b: Backend) {
@@ -498,4 +500,128 @@ async fn a_job_that_gives_way_waits_its_turn_and_new_data_joins_it(b: Backend) {
     );
     let again = repo.claim_job(&jobs[0], "w2", 60_000).await.unwrap();
     assert!(again.is_some(), "a job that gave way can be claimed again");
+}
+
+async fn a_task_is_claimed_once_held_by_its_worker_and_ends_with_its_records_or_not_at_all(b: Backend) {
+    let repo = TaskRepo::new(&b.stores);
+    let t = Task::new("owner", "dataset_validation", "check", json!({"dataset_id": "d1"}));
+    repo.create(&t).await.unwrap();
+    let queued = repo.claimable().await.unwrap();
+    assert_eq!(
+        queued.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
+        [t.task_id.as_str()]
+    );
+
+    let (a, b2) = tokio::join!(
+        repo.claim(&queued[0], "w1", 60_000),
+        repo.claim(&queued[0], "w2", 60_000)
+    );
+    let claims = [a.unwrap(), b2.unwrap()];
+    assert_eq!(
+        claims.iter().filter(|c| c.is_some()).count(),
+        1,
+        "exactly one worker wins"
+    );
+    let held = claims.into_iter().flatten().next().unwrap();
+    let worker = held.lease_owner.clone().unwrap();
+    assert_eq!((held.status, held.attempts), (TaskStatus::Running, 1));
+    assert!(
+        repo.claimable().await.unwrap().is_empty(),
+        "a held task is nobody else's"
+    );
+    assert!(matches!(repo.held(&held, "someone-else").await.unwrap(), Held::Lost));
+    let Held::Yes(held) = repo.heartbeat(&held, &worker, 60_000, 42.0, 2).await.unwrap() else {
+        panic!("the holder extends its lease")
+    };
+    assert_eq!((held.progress, held.log_lines), (42.0, 2));
+
+    // The owner asks to cancel: the worker learns it at its next heartbeat.
+    let stored = repo.get("owner", &t.task_id).await.unwrap().unwrap();
+    let mut cancel = stored.clone();
+    cancel.cancel_requested = true;
+    repo.update(&stored, cancel).await.unwrap();
+    let Held::CancelRequested(held) = repo.heartbeat(&held, &worker, 60_000, 50.0, 2).await.unwrap() else {
+        panic!("the cancel is seen")
+    };
+    let end = |status| End {
+        status,
+        result: None,
+        error: None,
+        log_lines: 2,
+    };
+    assert!(
+        matches!(
+            repo.finish(&held, &worker, end(TaskStatus::Completed), vec![])
+                .await
+                .unwrap(),
+            Held::CancelRequested(_)
+        ),
+        "a task asked to cancel does not complete"
+    );
+
+    // Ending writes the task and its records in one transaction: a record that cannot be
+    // written leaves the task running.
+    let record = item("REC#1", "R", 0, json!({}));
+    b.stores.table.put(record.clone(), Cond::Always).await.unwrap();
+    let clash = Write::Put {
+        item: record,
+        cond: Cond::NotExists,
+    };
+    assert!(repo
+        .finish(&held, &worker, end(TaskStatus::Canceled), vec![clash])
+        .await
+        .is_err());
+    assert_eq!(
+        repo.get("owner", &t.task_id).await.unwrap().unwrap().status,
+        TaskStatus::Running
+    );
+    let fresh = Write::Put {
+        item: item("REC#2", "R", 0, json!({})),
+        cond: Cond::NotExists,
+    };
+    let Held::Yes(done) = repo
+        .finish(&held, &worker, end(TaskStatus::Canceled), vec![fresh])
+        .await
+        .unwrap()
+    else {
+        panic!("the task ends")
+    };
+    assert_eq!(done.status, TaskStatus::Canceled);
+    assert!(b.stores.table.get(&Key::new("REC#2", "R")).await.unwrap().is_some());
+    assert!(
+        repo.claimable().await.unwrap().is_empty(),
+        "a finished task leaves the queue"
+    );
+
+    for seq in 1..=5 {
+        repo.log(&t.task_id, seq, "info", &format!("line {seq}")).await.unwrap();
+    }
+    let page: Vec<u64> = repo
+        .logs(&t.task_id, 2, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.seq)
+        .collect();
+    assert_eq!(page, [3, 4]);
+    repo.delete(&done).await.unwrap();
+    assert!(repo.get("owner", &t.task_id).await.unwrap().is_none());
+    assert!(
+        repo.logs(&t.task_id, 0, 10).await.unwrap().is_empty(),
+        "its log goes with it"
+    );
+
+    // A worker that dies leaves its lease to run out; then the task is claimable again.
+    let t2 = Task::new("owner", "dataset_validation", "check", json!({}));
+    repo.create(&t2).await.unwrap();
+    let first = repo.claim(&t2, "w1", 1).await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = repo.claimable().await.unwrap();
+    assert_eq!(again.len(), 1, "its lease ran out");
+    let second = repo.claim(&again[0], "w2", 60_000).await.unwrap().unwrap();
+    assert_eq!(second.attempts, 2);
+    assert!(
+        matches!(repo.heartbeat(&first, "w1", 60_000, 0.0, 0).await.unwrap(), Held::Lost),
+        "the first worker lost it"
+    );
 }
