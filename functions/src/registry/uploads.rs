@@ -145,14 +145,7 @@ pub fn check_declared(files: &[DeclaredFile]) -> Result<(), ApiError> {
         if f.size == 0 || f.size > max {
             return Err(invalid("files.size", format!("{} must be 1 to {max} bytes", f.field)));
         }
-        if f.sha256.len() != 64
-            || !f
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(invalid("files.sha256", "sha256 must be 64 lower-case hex digits"));
-        }
+        check_sha256("files.sha256", &f.sha256)?;
     }
     Ok(())
 }
@@ -187,6 +180,14 @@ pub async fn start_blob(state: &AppState, blob: &str, size: u64) -> Result<Start
         part_size,
         parts,
     })
+}
+
+/// A declared digest: 64 lower-case hex digits.
+pub fn check_sha256(field: &str, sha256: &str) -> Result<(), ApiError> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(invalid(field, "sha256 must be 64 lower-case hex digits"));
+    }
+    Ok(())
 }
 
 /// Starts one multipart upload per file and answers the version (status `uploading`) with the

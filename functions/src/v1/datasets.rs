@@ -22,7 +22,7 @@ use super::guard::Principal;
 use super::params::{page, page_of};
 use super::users::Pagination;
 use super::validate;
-use crate::registry::form::{is_multipart, Form};
+use crate::registry::form::{is_json, is_multipart, Form};
 use crate::registry::uploads::{self, CompletedPart, PartUrl, UPLOAD_TTL};
 use crate::state::AppState;
 
@@ -347,13 +347,6 @@ pub async fn create(State(state): State<AppState>, who: Principal, req: Request)
         (status = 201, body = super::envelope::Envelope<DatasetView>)))]
 pub async fn upload(state: State<AppState>, who: Principal, req: Request) -> ApiResult<DatasetView> {
     create(state, who, req).await
-}
-
-fn is_json(req: &Request) -> bool {
-    req.headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"))
 }
 
 /// The format a file's name suggests.

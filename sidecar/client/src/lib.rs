@@ -184,17 +184,28 @@ impl HttpSidecar {
 
     /// `POST /v1/llm/embed`: JSON in, JSON out; a refusal as for `generate`.
     async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, GenerateError> {
+        self.post_refusable("/v1/llm/embed", &req, "embeddings").await
+    }
+
+    /// POSTs `req` as JSON to `path` and reads the JSON answer (`what` names it in errors); a
+    /// refusal comes back as the [`GenerateError`] the sidecar sent.
+    async fn post_refusable<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &impl serde::Serialize,
+        what: &str,
+    ) -> Result<T, GenerateError> {
         let res = self
             .http
-            .post(format!("{}/v1/llm/embed", self.base))
+            .post(format!("{}{path}", self.base))
             .header(SECRET_HEADER, &self.secret)
-            .json(&req)
+            .json(req)
             .send()
             .await
             .map_err(sidecar_down)?;
         let body = refusal(res).await?.bytes().await.map_err(sidecar_down)?;
         serde_json::from_slice(&body).map_err(|e| GenerateError::Internal {
-            message: format!("sidecar answered garbled embeddings: {e}"),
+            message: format!("sidecar answered garbled {what}: {e}"),
         })
     }
 
@@ -212,18 +223,7 @@ impl HttpSidecar {
 
     /// `POST /v1/llm/tokens`: the counts, or the refusal as a [`GenerateError`].
     async fn count_tokens(&self, req: llm::TokenCountRequest) -> Result<llm::TokenCounts, GenerateError> {
-        let res = self
-            .http
-            .post(format!("{}/v1/llm/tokens", self.base))
-            .header(SECRET_HEADER, &self.secret)
-            .json(&req)
-            .send()
-            .await
-            .map_err(sidecar_down)?;
-        let body = refusal(res).await?.bytes().await.map_err(sidecar_down)?;
-        serde_json::from_slice(&body).map_err(|e| GenerateError::Internal {
-            message: format!("sidecar answered garbled token counts: {e}"),
-        })
+        self.post_refusable("/v1/llm/tokens", &req, "token counts").await
     }
 
     /// `POST /v1/llm/models/load` with `{"id"}`: the model's state, or 404.

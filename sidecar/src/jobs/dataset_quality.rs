@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::blob_reader::BlobReader;
 use super::{Ctx, Failure, Finish, Job};
-use crate::llm::service::LlmService;
+use crate::llm::service::{LlmService, TokenCounter};
 
 pub const KIND: &str = "dataset_quality";
 
@@ -36,11 +36,11 @@ impl DatasetQuality {
         }
     }
 
-    /// Waits (at most five minutes) for a model loading from the bucket; its context length.
-    async fn context_of(&self, model: &str) -> Result<Result<u32, String>, Failure> {
+    /// Waits (at most five minutes) for a model loading from the bucket; its tokenizer.
+    async fn counter(&self, model: &str) -> Result<Result<TokenCounter, String>, Failure> {
         for _ in 0..300 {
-            match self.llm.count_tokens(model, &[]) {
-                Ok(c) => return Ok(Ok(c.context)),
+            match self.llm.token_counter(model) {
+                Ok(c) => return Ok(Ok(c)),
                 Err(GenerateError::Loading) => tokio::time::sleep(Duration::from_secs(1)).await,
                 Err(e) => return Ok(Err(e.to_string())),
             }
@@ -70,8 +70,8 @@ impl Job for DatasetQuality {
         else {
             return Ok(Finish::failed("the dataset or version was deleted or is not ready"));
         };
-        let context = match &model {
-            Some(m) => match self.context_of(m).await? {
+        let counter = match &model {
+            Some(m) => match self.counter(m).await? {
                 Ok(c) => Some((m.clone(), c)),
                 Err(why) => return Ok(Finish::failed(why)),
             },
@@ -93,17 +93,15 @@ impl Job for DatasetQuality {
             .collect();
         ctx.log("info", &format!("checking {} file(s), {total} bytes", readers.len()))
             .await;
-        let (kind, llm, progress) = (source.dataset.kind.clone(), self.llm.clone(), ctx.progress());
+        let (kind, progress) = (source.dataset.kind.clone(), ctx.progress());
         let report = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut count = |text: &str| match &context {
-                Some((m, _)) => llm
-                    .count_tokens(m, &[text.to_string()])
-                    .map_or(0, |c| c.counts.first().copied().unwrap_or(0) as u64),
+            let mut count = |text: &str| match &counter {
+                Some((_, c)) => c.count(text).unwrap_or(0) as u64,
                 None => 0,
             };
-            let tokens = context.as_ref().map(|(m, c)| Tokens {
+            let tokens = counter.as_ref().map(|(m, c)| Tokens {
                 model: m.clone(),
-                context: *c as u64,
+                context: c.context() as u64,
                 count: &mut count,
             });
             let mut checker = Checker::new(&kind, tokens);

@@ -220,8 +220,9 @@ impl Runner {
                     let b = self.tasks.heartbeat(&held, &self.id, self.lease_ms(), ctx.progress.get(), ctx.log_lines()).await;
                     match b {
                         Ok(Held::Yes(t)) => held = t,
-                        Ok(Held::CancelRequested(t)) => {
+                        Ok(Held::CancelRequested(mut t)) => {
                             ctx.canceled.store(true, Ordering::Relaxed);
+                            t.log_lines = t.log_lines.max(ctx.log_lines());
                             return self.abandon(&*job, t, TaskStatus::Canceled, "canceled").await;
                         }
                         Ok(Held::Lost) => {
@@ -240,6 +241,7 @@ impl Runner {
                 ctx.log("error", &format!("stopped: {e}")).await;
                 if held.attempts >= MAX_ATTEMPTS {
                     let why = format!("the task failed {MAX_ATTEMPTS} times; the last time: {e}");
+                    held.log_lines = held.log_lines.max(ctx.log_lines());
                     self.abandon(&*job, held, TaskStatus::Failed, &why).await;
                 }
                 // Otherwise the lease runs out and the task is tried again.
@@ -267,7 +269,10 @@ impl Runner {
         };
         match self.tasks.finish(&held, &self.id, end, finish.writes.clone()).await {
             Ok(Held::Yes(t)) => job.finished(&t, &finish).await,
-            Ok(Held::CancelRequested(t)) => self.abandon(job, t, TaskStatus::Canceled, "canceled").await,
+            Ok(Held::CancelRequested(mut t)) => {
+                t.log_lines = t.log_lines.max(ctx.log_lines());
+                self.abandon(job, t, TaskStatus::Canceled, "canceled").await
+            }
             Ok(Held::Lost) => {}
             Err(e) => tracing::warn!(worker = %self.id, task_id = %held.task_id, error = %e, "cannot end a task"),
         }

@@ -54,6 +54,27 @@ enum Kind {
     Embed(EmbedEngine),
 }
 
+/// A language model's tokenizer, held while texts are counted.
+pub struct TokenCounter(Arc<Served>);
+
+impl TokenCounter {
+    pub fn count(&self, text: &str) -> Result<u32, GenerateError> {
+        let Kind::Chat { engine, .. } = &self.0.kind else {
+            unreachable!("token_counter checks the kind")
+        };
+        engine
+            .model
+            .tokenizer
+            .encode(text)
+            .map(|ids| ids.len() as u32)
+            .map_err(|e| GenerateError::Internal { message: e.to_string() })
+    }
+
+    pub fn context(&self) -> u32 {
+        self.0.info.context
+    }
+}
+
 /// What a model folder holds.
 enum Source {
     /// A language model: a GGUF file, or a Hugging Face folder.
@@ -342,21 +363,23 @@ impl LlmService {
     /// The token counts of `texts` as language model `model` reads them, and its context
     /// length. Blocking (tokenizing).
     pub fn count_tokens(self: &Arc<Self>, model: &str, texts: &[String]) -> Result<TokenCounts, GenerateError> {
+        let counter = self.token_counter(model)?;
+        let counts = texts.iter().map(|t| counter.count(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(TokenCounts {
+            counts,
+            context: counter.context(),
+        })
+    }
+
+    /// Counts tokens as language model `model` reads them, looked up once for many texts.
+    pub fn token_counter(self: &Arc<Self>, model: &str) -> Result<TokenCounter, GenerateError> {
         let served = self.served(model)?;
-        let Kind::Chat { engine, .. } = &served.kind else {
+        if !matches!(served.kind, Kind::Chat { .. }) {
             return Err(GenerateError::BadPrompt {
                 message: format!("the model {model:?} is an embedding model; name a language model"),
             });
-        };
-        let counts = texts
-            .iter()
-            .map(|t| engine.model.tokenizer.encode(t).map(|ids| ids.len() as u32))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| GenerateError::Internal { message: e.to_string() })?;
-        Ok(TokenCounts {
-            counts,
-            context: served.info.context,
-        })
+        }
+        Ok(TokenCounter(served))
     }
 
     /// Starts generating for `req` (`model` or `model:adapter`); events arrive on the receiver.

@@ -83,20 +83,19 @@ impl Dataset {
     }
 
     /// The dataset as validation found its file: `ready` with its samples, fields and a
-    /// preview, or `failed` with the errors (a file that disagrees with what was declared
-    /// fails too).
+    /// preview, or `failed` with the errors. A file whose size (or sha256, when one was
+    /// declared) is not what the record says fails too.
     pub fn validated(&self, s: &maas_datasets::Summary) -> Dataset {
-        let mut problem = s.problem();
-        if self.upload.is_some() || self.status == "validating" {
-            if s.bytes != self.size {
-                problem = Some(format!(
-                    "the file has {} bytes, not the {} declared",
-                    s.bytes, self.size
-                ));
-            } else if !self.sha256.is_empty() && s.sha256 != self.sha256 {
-                problem = Some(format!("the file's sha256 is {}, not the one declared", s.sha256));
-            }
-        }
+        let problem = if s.bytes != self.size {
+            Some(format!(
+                "the file has {} bytes, not the {} declared",
+                s.bytes, self.size
+            ))
+        } else if !self.sha256.is_empty() && s.sha256 != self.sha256 {
+            Some(format!("the file's sha256 is {}, not the one declared", s.sha256))
+        } else {
+            s.problem()
+        };
         Dataset {
             status: if problem.is_some() { "failed" } else { "ready" }.into(),
             size: s.bytes,
